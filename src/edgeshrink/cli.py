@@ -1,0 +1,217 @@
+"""The `edgeshrink` command: parses options and calls the Python API; errors are one line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeshrink.errors import ConfigError, EdgeshrinkError
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Compress trained PyTorch models for edge devices, measure and verify the result.",
+)
+
+TaskOpt = Annotated[str, typer.Option("--task", "-t", help="built-in task (see `edgeshrink tasks`)")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", "-d", help="folder with the task's data files")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="random seed (training order, initialisation, k-means)")]
+RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="built-in recipe name or a .toml file")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
+
+
+def _train_baseline(task_name: str, data_dir: Path | None, seed: int, epochs: int | None, quiet: bool):
+    from edgeshrink.tasks.registry import load_task
+    from edgeshrink.train import Progress, evaluate, fit, seed_everything
+
+    task = load_task(task_name)
+    data = task.data(data_dir)
+    seed_everything(seed)
+    model = task.build_model()
+    cfg = task.train if epochs is None else task.train.model_copy(update={"epochs": epochs})
+    train = data.train.loader(task.batch_size, shuffle=True, seed=seed, repeats=task.epoch_repeats)
+    fit(model, train, cfg, data.test.loader(1000), stage="baseline", progress=Progress(not quiet))
+    return task, data, model, evaluate(model, data.test.loader(1000))
+
+
+@app.command()
+def train(
+    task: TaskOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="checkpoint to write")],
+    data_dir: DataDirOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="override the task's epochs")] = None,
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a task's baseline model and save it as a checkpoint."""
+    from edgeshrink.checkpoints import save_checkpoint
+
+    t, _, model, acc = _train_baseline(task, data_dir, seed, epochs, quiet)
+    save_checkpoint(out, model, t.arch, acc)
+    typer.echo(f"{t.name}: test accuracy {acc:.2f}% -> {out}")
+
+
+@app.command()
+def compress(
+    task: TaskOpt,
+    recipe: RecipeOpt = "deep-compression",
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder to write")] = Path("runs/latest"),
+    data_dir: DataDirOpt = None,
+    weights: Annotated[Path | None, typer.Option(help="trained checkpoint; trains a baseline when absent")] = None,
+    baseline_epochs: Annotated[int | None, typer.Option(help="epochs when training the baseline here")] = None,
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compress a task's model with a recipe; writes the container, report.json and the layer table."""
+    from edgeshrink.checkpoints import load_checkpoint, save_checkpoint
+    from edgeshrink.encode.container import load_into
+    from edgeshrink.pipeline import compress as run_compress
+    from edgeshrink.recipes import load_recipe
+    from edgeshrink.report.layers import print_table
+    from edgeshrink.tasks.registry import load_task
+    from edgeshrink.train import evaluate
+
+    load_recipe(recipe)  # fail on a bad recipe before any training
+    t = load_task(task)
+    if weights is None:
+        t, data, model, acc = _train_baseline(task, data_dir, seed, baseline_epochs, quiet)
+        save_checkpoint(out / "baseline.pt", model, t.arch, acc)
+    else:
+        data = t.data(data_dir)
+        ckpt = load_checkpoint(weights)
+        _check_arch(ckpt["arch"], t.name, str(weights))
+        model = load_into(t.build_model(), ckpt["state_dict"], str(weights))
+        acc = evaluate(model, data.test.loader(1000))
+    result = run_compress(
+        model,
+        recipe,
+        train_loader=data.train.loader(t.batch_size, shuffle=True, seed=seed, repeats=t.epoch_repeats),
+        val_loader=data.test.loader(1000),
+        out=out,
+        seed=seed,
+        arch=t.arch,
+        progress=not quiet,
+        baseline_accuracy=acc,
+    )
+    _summary(result.report, print_table)
+
+
+def _check_arch(arch: dict | None, task: str, source: str) -> None:
+    if arch and arch.get("task") and arch["task"] != task:
+        from edgeshrink.tasks.registry import load_task
+
+        if load_task(arch["task"]).model != load_task(task).model:
+            raise ConfigError(f"{source} was made for task {arch['task']!r}, not {task!r}: pass --task {arch['task']}")
+
+
+def _summary(report: dict, print_table) -> None:
+    c = report["container"]
+    print_table(report["layers"], title=f"{report['recipe']['name']}: per-layer compression")
+    base = report["baseline"]["accuracy"]
+    ratios = ", ".join(f"{r['stage']} {r['ratio']:.1f}x" for r in report["stage_ratios"])
+    ent = report["entropy"]
+    typer.echo(
+        f"accuracy: baseline {base:.2f}% -> from container {c['accuracy']:.2f}%"
+        if base is not None
+        else "accuracy: not measured (no validation data)"
+    )
+    typer.echo(
+        f"size: {c['dense_bytes']:,} B dense fp32 -> {c['bytes']:,} B container ({c['ratio']:.1f}x); "
+        f"per stage: {ratios}"
+    )
+    typer.echo(
+        f"Huffman streams: {ent['total_bits']:,} bits vs entropy {ent['total_entropy_bits']:,.0f} bits "
+        f"(+{ent['overhead_percent']:.2f}%)"
+    )
+    typer.echo(f"wrote {c['path']}, {Path(c['path']).parent / 'report.json'}, {Path(c['path']).parent / 'layers.md'}")
+
+
+@app.command()
+def evaluate(
+    artifact: Annotated[Path, typer.Argument(help="an .eshrink container or a checkpoint")],
+    task: Annotated[str | None, typer.Option("--task", "-t", help="task (default: the one the file records)")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Accuracy of a container or checkpoint on its task's held-out split, from the file alone."""
+    from edgeshrink.encode.container import load_into
+    from edgeshrink.tasks.registry import load_task
+    from edgeshrink.train import evaluate as run_eval
+
+    state, arch = _read_artifact(artifact)
+    name = task or (arch or {}).get("task")
+    if not name:
+        raise ConfigError(f"{artifact} does not record its task: pass --task")
+    _check_arch(arch, name, str(artifact))
+    t = load_task(name)
+    model = load_into(t.build_model(), state, str(artifact))
+    acc = run_eval(model, t.data(data_dir).test.loader(1000))
+    typer.echo(f"{artifact}: {t.name} test accuracy {acc:.2f}% (error {100 - acc:.2f}%)")
+
+
+def _read_artifact(path: Path):
+    from edgeshrink.checkpoints import load_checkpoint
+    from edgeshrink.encode.container import MAGIC, read_container
+
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC))
+    if head == MAGIC:
+        c = read_container(path)
+        return c.state, c.arch
+    ckpt = load_checkpoint(path)
+    return ckpt["state_dict"], ckpt["arch"]
+
+
+@app.command()
+def inspect(container: Annotated[Path, typer.Argument(help="an .eshrink container")]) -> None:
+    """List the tensors of a container: encoding, nonzeros, distinct values."""
+    import torch
+
+    from edgeshrink.encode.container import read_container
+
+    c = read_container(container)
+    typer.echo(f"{container}: {c.nbytes:,} bytes, arch {c.arch}, meta {c.meta}")
+    for name, t in c.state.items():
+        nnz = int(torch.count_nonzero(t))
+        distinct = int(torch.unique(t[t != 0]).numel()) if t.is_floating_point() else "-"
+        shape = str(list(t.shape))
+        typer.echo(f"  {name:30s} {shape:18s} {t.dtype} nonzeros {nnz:,}/{t.numel():,} distinct {distinct}")
+
+
+@app.command()
+def tasks() -> None:
+    """List the built-in tasks."""
+    from edgeshrink.tasks.registry import list_tasks, load_task
+
+    for name in list_tasks():
+        t = load_task(name)
+        typer.echo(f"{name:16s} {t.description}")
+
+
+@app.command()
+def recipes() -> None:
+    """List the built-in recipes."""
+    from edgeshrink.recipes import list_recipes
+
+    for name, description in list_recipes().items():
+        typer.echo(f"{name:20s} {description}")
+
+
+def main() -> None:
+    try:
+        app()
+    except EdgeshrinkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Measurements: counts, memory, latency, energy estimates."""

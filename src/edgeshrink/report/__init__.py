@@ -1,0 +1,1 @@
+"""Reports: the JSON a run writes, the per-layer table, and (later) HTML."""

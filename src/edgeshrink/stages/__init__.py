@@ -1,0 +1,1 @@
+"""One module per compression technique; each registers a config type and its handler."""

@@ -1,0 +1,130 @@
+"""Magnitude pruning (Han et al., NeurIPS 2015): remove small weights, retrain, repeat.
+
+Two ways to say how much:
+- method "threshold": a weight is pruned when |w| < quality x std(layer's weights). The standard
+  deviation is taken once, over the layer's weights when the stage starts, so `quality` means the
+  same thing in every round (the paper's "quality parameter").
+- method "sparsity": remove a fraction of each layer (layerwise) or of all selected layers ranked
+  together (global).
+With `iterations` > 1 the amount grows over the rounds along `schedule` (cubic: the gradual schedule of
+Zhu & Gupta 2017), with `finetune` epochs of retraining after each round (`final_epochs` after the
+last one: recovering at the final sparsity is where longer training pays). Masks only ever shrink.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from edgeshrink.errors import ConfigError
+from edgeshrink.scope import Scope, per_layer, select_layers
+from edgeshrink.stages.base import StageConfig, StageContext, StageRecord, register_stage
+from edgeshrink.train import TrainConfig
+from edgeshrink.weights import attach_mask, get_mask
+
+
+class PruneConfig(StageConfig):
+    type: Literal["prune"] = "prune"
+    method: Literal["threshold", "sparsity"] = "threshold"
+    quality: float = Field(1.0, gt=0, description="threshold method: prune |w| < quality x std(w)")
+    sparsity: float = Field(0.9, ge=0, lt=1, description="sparsity method: fraction of weights removed")
+    scheme: Literal["layerwise", "global"] = "layerwise"
+    per_layer: dict[str, float] = Field(default_factory=dict, description="selector -> quality or sparsity")
+    iterations: int = Field(1, ge=1)
+    schedule: Literal["cubic", "linear", "constant"] = "cubic"
+    scope: Scope = Scope()
+    finetune: TrainConfig = TrainConfig(epochs=2)
+    final_epochs: int | None = Field(None, ge=0, description="epochs after the last round (default: finetune.epochs)")
+
+    @model_validator(mode="after")
+    def _check(self) -> PruneConfig:
+        if self.method == "sparsity":
+            for key, value in self.per_layer.items():
+                if not 0 <= value < 1:
+                    raise ValueError(
+                        f"per_layer sparsity for {key!r} must be in [0, 1): {value} would remove "
+                        "every weight of the layer"
+                    )
+        elif any(v <= 0 for v in self.per_layer.values()):
+            raise ValueError("per_layer quality values must be > 0")
+        if self.method == "threshold" and self.scheme == "global":
+            raise ValueError("scheme 'global' applies to method 'sparsity' only")
+        return self
+
+
+def schedule_fraction(round_index: int, rounds: int, schedule: str) -> float:
+    """Fraction of the final amount to reach after round `round_index` (1-based) of `rounds`."""
+    t = round_index / rounds
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return t
+    return 1.0 - (1.0 - t) ** 3
+
+
+def _keep_top(magnitude: torch.Tensor, keep: int) -> torch.Tensor:
+    mask = torch.zeros(magnitude.numel(), dtype=torch.bool)
+    if keep > 0:
+        mask[torch.topk(magnitude.reshape(-1), keep, sorted=False).indices] = True
+    return mask.reshape(magnitude.shape)
+
+
+def _round_masks(
+    layers: list[tuple[str, nn.Module]], cfg: PruneConfig, amount: dict[str, float], frac: float, std0: dict[str, float]
+) -> dict[str, torch.Tensor]:
+    weights = {name: module.weight.detach().abs() for name, module in layers}
+    if cfg.method == "threshold":
+        return {name: w >= frac * amount[name] * std0[name] for name, w in weights.items()}
+    if cfg.scheme == "global":
+        flat = torch.cat([w.reshape(-1) for w in weights.values()])
+        keep_all = _keep_top(flat, round(flat.numel() * (1 - frac * cfg.sparsity)))
+        out, start = {}, 0
+        for name, w in weights.items():
+            out[name] = keep_all[start : start + w.numel()].reshape(w.shape)
+            start += w.numel()
+        return out
+    return {name: _keep_top(w, round(w.numel() * (1 - frac * amount[name]))) for name, w in weights.items()}
+
+
+@register_stage(PruneConfig)
+def prune(model: nn.Module, cfg: PruneConfig, ctx: StageContext) -> StageRecord:
+    layers = select_layers(model, cfg.scope, "prune")
+    default = cfg.quality if cfg.method == "threshold" else cfg.sparsity
+    amount = per_layer(model, layers, cfg.per_layer, default, "prune")
+    std0 = {name: float(module.weight.detach().std()) for name, module in layers}
+    history: list[dict] = []
+    for i in range(1, cfg.iterations + 1):
+        frac = schedule_fraction(i, cfg.iterations, cfg.schedule)
+        with torch.no_grad():
+            masks = _round_masks(layers, cfg, amount, frac, std0)
+            for name, module in layers:
+                kept = attach_mask(module, "weight", masks[name])
+                if not kept.any():
+                    raise ConfigError(
+                        f"prune: round {i} removes every weight of layer {name!r}; lower its quality/sparsity"
+                    )
+        label = f"prune {i}/{cfg.iterations}"
+        train_cfg = cfg.finetune
+        if i == cfg.iterations and cfg.final_epochs is not None:
+            train_cfg = train_cfg.model_copy(update={"epochs": cfg.final_epochs})
+        history += [{"round": i, **h} for h in ctx.train(model, train_cfg, label)]
+    rows = []
+    for name, module in layers:
+        mask = get_mask(module, "weight")
+        kept = int(mask.sum()) if mask is not None else module.weight.numel()
+        rows.append(
+            {
+                "layer": name,
+                "weights": module.weight.numel(),
+                "kept": kept,
+                "kept_percent": 100.0 * kept / module.weight.numel(),
+                "setting": amount[name],
+                "threshold": amount[name] * std0[name] if cfg.method == "threshold" else None,
+            }
+        )
+    return StageRecord(
+        stage="prune", config=cfg.model_dump(mode="json"), layers=rows, accuracy=ctx.accuracy(model), history=history
+    )

@@ -1,0 +1,103 @@
+"""Weight sharing (Deep Compression, stage 2): per-layer 1-D k-means, then centroid fine-tuning.
+
+The nonzero weights of a layer are clustered into at most 2^bits values (pruned weights stay zero and
+are not clustered). Centroid initialisation: "linear" (evenly spaced between min and max: the paper's
+choice, it keeps the rare large weights), "density" (quantiles of the weights) or "random" (sampled
+weights). The layer then computes with `centroids[assignment]`; fine-tuning trains the centroids with
+the gradients of their weights summed (see `weights.SharedWeights`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from edgeshrink.scope import Scope, per_layer, select_layers
+from edgeshrink.stages.base import StageConfig, StageContext, StageRecord, register_stage
+from edgeshrink.train import TrainConfig
+from edgeshrink.weights import attach_codebook, get_mask
+
+Init = Literal["linear", "density", "random"]
+
+
+class ShareConfig(StageConfig):
+    type: Literal["share"] = "share"
+    bits: int = Field(5, ge=1, le=15, description="codebook of at most 2^bits shared values per layer")
+    per_layer: dict[str, int] = Field(default_factory=dict, description="selector -> bits")
+    init: Init = "linear"
+    scope: Scope = Scope()
+    finetune: TrainConfig = TrainConfig(epochs=2, lr=1e-4)
+
+    @field_validator("per_layer")
+    @classmethod
+    def _bits_range(cls, value: dict[str, int]) -> dict[str, int]:
+        for key, bits in value.items():
+            if not 1 <= bits <= 15:
+                raise ValueError(f"bits for {key!r} must be in 1..15, got {bits}")
+        return value
+
+
+def initial_centroids(values: np.ndarray, k: int, init: Init, seed: int = 0) -> np.ndarray:
+    if init == "linear":
+        return np.linspace(values.min(), values.max(), k)
+    if init == "density":
+        return np.quantile(values, (np.arange(k) + 0.5) / k)
+    rng = np.random.default_rng(seed)
+    return rng.choice(np.unique(values), size=k, replace=False)
+
+
+def kmeans_1d(values: np.ndarray, k: int, init: Init = "linear", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster 1-D values into at most k centroids; returns (centroids ascending, label per value)."""
+    values = np.asarray(values, dtype=np.float64)
+    distinct = np.unique(values)
+    if len(distinct) <= k:
+        return distinct, np.searchsorted(distinct, values)
+    from sklearn.cluster import KMeans
+
+    start = np.unique(initial_centroids(values, k, init, seed))  # duplicates (density on ties) are dropped
+    km = KMeans(
+        n_clusters=len(start), init=start.reshape(-1, 1), n_init=1, max_iter=300, tol=1e-6, random_state=seed
+    ).fit(values.reshape(-1, 1))
+    centroids = km.cluster_centers_.reshape(-1)
+    order = np.argsort(centroids)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return centroids[order], rank[km.labels_]
+
+
+@register_stage(ShareConfig)
+def share(model: nn.Module, cfg: ShareConfig, ctx: StageContext) -> StageRecord:
+    layers = select_layers(model, cfg.scope, "share")
+    bits = per_layer(model, layers, cfg.per_layer, cfg.bits, "share")
+    rows = []
+    with torch.no_grad():
+        for name, module in layers:
+            weight = module.weight.detach()
+            mask = get_mask(module, "weight")
+            keep = mask if mask is not None else torch.ones_like(weight, dtype=torch.bool)
+            values = weight[keep].double().numpy()
+            assignment = torch.full(weight.shape, -1, dtype=torch.int64)
+            if values.size == 0:
+                centroids = np.zeros(0)
+            else:
+                centroids, labels = kmeans_1d(values, 2 ** bits[name], cfg.init, ctx.seed)
+                assignment[keep] = torch.from_numpy(labels.astype(np.int64))
+            attach_codebook(module, "weight", torch.from_numpy(centroids).float(), assignment)
+            shared = module.weight.detach()[keep].double().numpy()
+            rows.append(
+                {
+                    "layer": name,
+                    "bits": bits[name],
+                    "clusters": len(centroids),
+                    "nonzeros": int(values.size),
+                    "mean_abs_error": float(np.abs(shared - values).mean()) if values.size else 0.0,
+                }
+            )
+    history = ctx.train(model, cfg.finetune, "share: centroid fine-tuning")
+    return StageRecord(
+        stage="share", config=cfg.model_dump(mode="json"), layers=rows, accuracy=ctx.accuracy(model), history=history
+    )

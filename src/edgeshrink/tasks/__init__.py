@@ -1,0 +1,1 @@
+"""What a model is judged on: data sets, reference architectures, named tasks."""

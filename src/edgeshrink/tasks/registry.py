@@ -1,0 +1,115 @@
+"""Named tasks: a zoo model, its data, and how to train its baseline. A user's own task needs none of
+this: `edgeshrink.compress` takes any model and loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from edgeshrink.errors import ConfigError
+from edgeshrink.tasks.data import Dataset, load_digits, load_idx_dataset
+from edgeshrink.tasks.zoo import create_model, model_entry
+from edgeshrink.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    model: str  # zoo name
+    load: Callable[[Path | None], Dataset]
+    train: TrainConfig  # baseline training
+    description: str
+    needs_data_dir: bool = True
+    batch_size: int = 128
+    epoch_repeats: int = 1  # tiny data sets count several passes as one epoch, so recipes mean the same
+
+    def build_model(self) -> nn.Module:
+        return create_model(self.model)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return model_entry(self.model).input_shape
+
+    def data(self, data_dir: str | Path | None = None) -> Dataset:
+        return self.load(Path(data_dir) if data_dir is not None else None)
+
+    @property
+    def arch(self) -> dict:
+        """What a container records so that the model can be rebuilt from the file alone."""
+        return {"task": self.name, "model": self.model}
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    if task.name in _TASKS:
+        raise ValueError(f"task {task.name!r} registered twice")
+    _TASKS[task.name] = task
+    return task
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def load_task(name: str) -> Task:
+    if name not in _TASKS:
+        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(list_tasks())}")
+    return _TASKS[name]
+
+
+MNIST_MEAN_STD = (0.1307, 0.3081)
+FASHION_MEAN_STD = (0.2860, 0.3530)
+
+
+def _mnist(data_dir: Path | None) -> Dataset:
+    return load_idx_dataset("mnist", data_dir, *MNIST_MEAN_STD)
+
+
+def _fashion(data_dir: Path | None) -> Dataset:
+    return load_idx_dataset("fashion-mnist", data_dir, *FASHION_MEAN_STD)
+
+
+register_task(
+    Task(
+        "digits-cnn",
+        "digits-cnn",
+        lambda _dir: load_digits(),
+        TrainConfig(epochs=6, optimizer="adam", lr=3e-3, weight_decay=1e-4),
+        "scikit-learn 8x8 digits (built in, no download), small CNN",
+        needs_data_dir=False,
+        batch_size=64,
+        epoch_repeats=8,
+    )
+)
+register_task(
+    Task(
+        "mnist-lenet300",
+        "lenet300",
+        _mnist,
+        TrainConfig(epochs=30, optimizer="sgd", lr=0.05, weight_decay=1e-4),
+        "MNIST (IDX files from --data-dir), LeNet-300-100",
+    )
+)
+register_task(
+    Task(
+        "mnist-lenet5",
+        "lenet5",
+        _mnist,
+        TrainConfig(epochs=12, optimizer="sgd", lr=0.05, weight_decay=5e-4),
+        "MNIST (IDX files from --data-dir), LeNet-5 Caffe variant",
+    )
+)
+register_task(
+    Task(
+        "fashion-lenet5",
+        "lenet5",
+        _fashion,
+        TrainConfig(epochs=12, optimizer="sgd", lr=0.05, weight_decay=5e-4),
+        "Fashion-MNIST (IDX files from --data-dir), LeNet-5 Caffe variant",
+    )
+)

@@ -1,0 +1,141 @@
+"""Per-weight state shared by the stages: pruning masks and weight-sharing codebooks.
+
+Both are `torch.nn.utils.parametrize` parametrizations, so they are applied in every forward pass and
+during every fine-tuning, whichever training loop runs, and a later stage sees them:
+- `Mask`: weight = original * mask. Masks only ever shrink (`attach_mask` intersects).
+- `SharedWeights`: weight = centroids[assignment]; pruned positions point at a fixed zero. The
+  centroids are a Parameter, so autograd sums the gradients of every weight of a cluster into its
+  centroid: exactly the centroid fine-tuning of Deep Compression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+
+class Mask(nn.Module):
+    """Parametrization: zero the pruned entries."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.detach().to(torch.float32).clone())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        # where(), not a product: weight * 0 gives -0.0 for negative weights, a nonzero bit pattern.
+        return torch.where(self.mask.bool(), weight, torch.zeros((), dtype=weight.dtype))
+
+
+class SharedWeights(nn.Module):
+    """Parametrization: every weight is one of a few shared values (or zero where pruned)."""
+
+    def __init__(self, centroids: torch.Tensor, assignment: torch.Tensor) -> None:
+        super().__init__()
+        self.centroids = nn.Parameter(centroids.detach().to(torch.float32).clone())
+        self.register_buffer("assignment", assignment.detach().to(torch.int64).clone())  # -1: pruned
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        table = F.pad(self.centroids, (1, 0))  # table[0] is the fixed zero of pruned weights
+        return table[self.assignment + 1].to(weight.dtype)
+
+
+def has_parametrizations(model: nn.Module) -> bool:
+    return any(parametrize.is_parametrized(m) for m in model.modules())
+
+
+def _parametrizations(module: nn.Module, name: str) -> list[nn.Module]:
+    if not parametrize.is_parametrized(module, name):
+        return []
+    return list(module.parametrizations[name])  # type: ignore[index]
+
+
+def get_mask(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
+    """The boolean keep-mask of a tensor, or None when it was never pruned."""
+    mask = None
+    for p in _parametrizations(module, name):
+        if isinstance(p, Mask):
+            current = p.mask.bool()
+        elif isinstance(p, SharedWeights):
+            current = p.assignment >= 0
+        else:
+            continue
+        mask = current if mask is None else mask & current
+    return mask
+
+
+def get_shared(module: nn.Module, name: str = "weight") -> SharedWeights | None:
+    for p in _parametrizations(module, name):
+        if isinstance(p, SharedWeights):
+            return p
+    return None
+
+
+def attach_mask(module: nn.Module, name: str, keep: torch.Tensor) -> torch.Tensor:
+    """Intersect the tensor's mask with `keep` (a pruned weight never comes back); returns the new mask."""
+    keep = keep.bool()
+    current = get_mask(module, name)
+    if current is not None:
+        keep = keep & current
+    for p in _parametrizations(module, name):
+        if isinstance(p, Mask):
+            p.mask.copy_(keep.to(p.mask.dtype))
+            break
+    else:
+        parametrize.register_parametrization(module, name, Mask(keep))
+    shared = get_shared(module, name)
+    if shared is not None:
+        shared.assignment.masked_fill_(~keep, -1)
+    return keep
+
+
+def attach_codebook(module: nn.Module, name: str, centroids: torch.Tensor, assignment: torch.Tensor) -> None:
+    """Replace a tensor by shared values; an existing codebook is replaced, masks are kept."""
+    shared = get_shared(module, name)
+    if shared is not None:
+        shared.centroids = nn.Parameter(centroids.detach().to(torch.float32).clone())
+        shared.assignment = assignment.detach().to(torch.int64).clone()
+        return
+    parametrize.register_parametrization(module, name, SharedWeights(centroids, assignment), unsafe=True)
+
+
+def mask_from_zeros(module: nn.Module, name: str = "weight") -> None:
+    """Turn the exact zeros of a loaded tensor into a mask, so a model decoded from a container keeps its
+    sparsity through later stages."""
+    tensor = getattr(module, name)
+    if bool((tensor == 0).any()):
+        attach_mask(module, name, tensor != 0)
+
+
+def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict a plain model of the same architecture would have: parametrized tensors computed,
+    parametrization internals (originals, masks, centroids) left out."""
+    state = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    replaced: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for mod_name, module in model.named_modules():
+            if not parametrize.is_parametrized(module):
+                continue
+            prefix = f"{mod_name}." if mod_name else ""
+            for tensor_name in module.parametrizations:  # type: ignore[union-attr]
+                replaced[f"{prefix}parametrizations.{tensor_name}."] = getattr(module, tensor_name).detach().clone()
+    for key, value in state.items():
+        group = next((g for g in replaced if key.startswith(g)), None)
+        if group is None:
+            out[key] = value.detach()
+            continue
+        plain = group.replace("parametrizations.", "", 1).rstrip(".")
+        if plain not in out:
+            out[plain] = replaced[group]
+    return out
+
+
+def prunable_weights(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of every layer with a weight matrix or kernel: Linear and Conv layers."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d):
+            yield name, module

@@ -1,0 +1,33 @@
+"""Small models and data made inside the tests (no downloads, no ../shared)."""
+
+import torch
+from torch import nn
+
+from edgeshrink.tasks.data import TensorLoader
+
+
+class SmallNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc1 = nn.Linear(4 * 8 * 8, 32)
+        self.fc2 = nn.Linear(32, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x)).flatten(1)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def blobs(n=192, seed=0):
+    """Three learnable classes of 1x8x8 images."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    centers = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(99))
+    inputs = centers[labels] + 0.5 * torch.randn(n, 1, 8, 8, generator=g)
+    return inputs, labels
+
+
+def loaders(batch_size=32):
+    x, y = blobs()
+    xv, yv = blobs(96, seed=1)
+    return TensorLoader(x, y, batch_size, shuffle=True), TensorLoader(xv, yv, 96)

@@ -1,0 +1,55 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "edgeshrink.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_demo_path_at_tiny_settings(tmp_path, tiny_recipe):
+    out = tmp_path / "demo"
+    run = cli("compress", "--task", "digits-cnn", "--recipe", tiny_recipe, "--baseline-epochs", 1, "--out", out, "-q")
+    assert run.returncode == 0, run.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "model.eshrink").stat().st_size == report["container"]["bytes"]
+    assert "Total" in run.stdout and "from container" in run.stdout
+    evaluated = cli("evaluate", out / "model.eshrink")  # the task comes from the container itself
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"test accuracy {report['container']['accuracy']:.2f}%" in evaluated.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["compress", "--task", "mnist-lenet5", "--data-dir", "/nonexistent/mnist"], "does not exist"),
+        (["compress", "--task", "mnist-lenet5"], "--data-dir"),
+        (["compress", "--task", "nope"], "unknown task 'nope'"),
+        (["compress", "--task", "digits-cnn", "--recipe", "nope"], "unknown recipe 'nope'"),
+        (["evaluate", "/nonexistent/model.eshrink"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line(args, message):
+    run = cli(*args)
+    assert run.returncode == 2
+    assert message in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_bad_recipe_key_is_one_line(tmp_path):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text('[[stages]]\ntype = "share"\nbitz = 4\n')
+    run = cli("compress", "--task", "digits-cnn", "--recipe", recipe)
+    assert run.returncode == 2 and "unknown key 'bitz'" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_refuses_garbage(tmp_path):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"hello world" * 10)
+    run = cli("evaluate", junk, "--task", "digits-cnn")
+    assert run.returncode == 2 and "not a readable PyTorch checkpoint" in run.stderr

@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+from helpers import SmallNet, loaders
+
+from edgeshrink.errors import ConfigError, ScopeError
+from edgeshrink.scope import Scope
+from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
+from edgeshrink.train import TrainConfig, fit
+from edgeshrink.weights import get_mask
+
+
+def context(train=True):
+    train_loader, val_loader = loaders()
+    finetune = (lambda m, cfg, label: fit(m, train_loader, cfg, val_loader, stage=label)) if train else None
+    return StageContext(finetune=finetune, evaluate=None)
+
+
+def test_threshold_prunes_below_quality_times_std():
+    torch.manual_seed(0)
+    model = SmallNet()
+    dense = {n: getattr(model, n).weight.detach().numpy().copy() for n in ("conv", "fc1", "fc2")}
+    cfg = parse_stage({"type": "prune", "method": "threshold", "quality": 0.7, "finetune": {"epochs": 0}})
+    apply_stage(model, cfg, context(train=False))
+    for name, w in dense.items():
+        expected = np.abs(w) >= 0.7 * w.std(ddof=1)  # numpy oracle (torch.std is the sample std)
+        assert np.array_equal(get_mask(getattr(model, name)).numpy(), expected)
+        assert np.array_equal(getattr(model, name).weight.detach().numpy() == 0, ~expected)
+
+
+def test_sparsity_layerwise_and_global_counts():
+    torch.manual_seed(0)
+    model = SmallNet()
+    cfg = parse_stage(
+        {"type": "prune", "method": "sparsity", "sparsity": 0.75, "per_layer": {"fc2": 0.5}, "finetune": {"epochs": 0}}
+    )
+    apply_stage(model, cfg, context(train=False))
+    assert int(get_mask(model.fc1).sum()) == round(model.fc1.weight.numel() * 0.25)
+    assert int(get_mask(model.fc2).sum()) == round(model.fc2.weight.numel() * 0.5)
+    model = SmallNet()
+    cfg = parse_stage(
+        {"type": "prune", "method": "sparsity", "scheme": "global", "sparsity": 0.9, "finetune": {"epochs": 0}}
+    )
+    weights = torch.cat([getattr(model, n).weight.detach().abs().reshape(-1) for n in ("conv", "fc1", "fc2")])
+    apply_stage(model, cfg, context(train=False))
+    kept = sum(int(get_mask(getattr(model, n)).sum()) for n in ("conv", "fc1", "fc2"))
+    assert kept == round(weights.numel() * 0.1)
+    smallest_kept = min(
+        float(getattr(model, n).weight.detach().abs()[get_mask(getattr(model, n))].min())
+        for n in ("conv", "fc1", "fc2")
+    )
+    assert smallest_kept >= float(torch.quantile(weights, 0.9 - 1e-6)) - 1e-7
+
+
+def test_pruned_weights_stay_zero_through_fine_tuning():
+    torch.manual_seed(0)
+    model = SmallNet()
+    cfg = parse_stage(
+        {
+            "type": "prune",
+            "method": "sparsity",
+            "sparsity": 0.8,
+            "iterations": 2,
+            "finetune": {"epochs": 2, "lr": 1e-2, "weight_decay": 1e-3},
+        }
+    )
+    before = model.fc1.weight.detach().clone()
+    apply_stage(model, cfg, context())
+    mask = get_mask(model.fc1)
+    assert torch.all(model.fc1.weight[~mask] == 0)
+    assert not torch.equal(model.fc1.weight[mask], before[mask])  # the kept weights did train
+    # A later fine-tuning of any kind (here: a plain SGD loop of the user's) cannot revive them.
+    train_loader, _ = loaders()
+    fit(model, train_loader, TrainConfig(epochs=1, optimizer="sgd", lr=0.1))
+    assert torch.all(model.fc1.weight[~mask] == 0)
+
+
+def test_masks_only_shrink_across_stages():
+    torch.manual_seed(0)
+    model = SmallNet()
+    ctx = context(train=False)
+    apply_stage(
+        model, parse_stage({"type": "prune", "method": "sparsity", "sparsity": 0.5, "finetune": {"epochs": 0}}), ctx
+    )
+    first = get_mask(model.fc1).clone()
+    with torch.no_grad():  # make the pruned entries of the original large: they must still not come back
+        model.fc1.parametrizations.weight.original.mul_(~first).add_(~first * 100.0)
+    apply_stage(
+        model, parse_stage({"type": "prune", "method": "sparsity", "sparsity": 0.6, "finetune": {"epochs": 0}}), ctx
+    )
+    assert torch.all(get_mask(model.fc1) <= first)
+
+
+def test_bad_prune_settings_give_clear_errors():
+    model = SmallNet()
+    with pytest.raises(ScopeError, match="'fc9'"):
+        apply_stage(
+            model,
+            parse_stage({"type": "prune", "per_layer": {"fc9": 1.0}, "finetune": {"epochs": 0}}),
+            context(train=False),
+        )
+    with pytest.raises(ConfigError, match="every weight"):
+        parse_stage({"type": "prune", "method": "sparsity", "per_layer": {"fc1": 1.0}})
+    with pytest.raises(ConfigError, match="removes every weight"):
+        apply_stage(
+            model, parse_stage({"type": "prune", "quality": 1000.0, "finetune": {"epochs": 0}}), context(train=False)
+        )
+    with pytest.raises(ConfigError, match="no training data"):
+        apply_stage(SmallNet(), parse_stage({"type": "prune", "finetune": {"epochs": 1}}), context(train=False))
+
+
+def test_generic_selectors_and_precedence():
+    from edgeshrink.scope import per_layer, select_layers
+
+    model = SmallNet()
+    layers = select_layers(model)
+    settings = {"linear": 1, "conv": 2, "last": 3, "fc*": 4, "fc1": 5}
+    assert per_layer(model, layers, settings, 0, "t") == {"conv": 2, "fc1": 5, "fc2": 4}
+    assert per_layer(model, layers, {"first": 7, "last": 8, "Conv3d": 9}, 0, "t") == {"conv": 7, "fc1": 0, "fc2": 8}
+    assert [n for n, _ in select_layers(model, Scope(exclude=["first", "last"]))] == ["fc1"]
+    with pytest.raises(ScopeError, match=r"'fc\*3'"):
+        per_layer(model, layers, {"fc*3": 1}, 0, "t")

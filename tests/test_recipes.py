@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+from edgeshrink.errors import ConfigError
+from edgeshrink.recipes import list_recipes, load_recipe
+from edgeshrink.stages.base import list_stages, parse_stage, stage_config_class
+
+
+@pytest.mark.parametrize("name", list(list_recipes()))
+def test_every_builtin_recipe_loads(name):
+    recipe = load_recipe(name)
+    assert recipe.stages and recipe.description
+
+
+@pytest.mark.parametrize("kind", list_stages())
+def test_every_stage_config_round_trips_through_json(kind):
+    cfg = stage_config_class(kind)()
+    again = parse_stage(json.loads(json.dumps(cfg.model_dump(mode="json"))))
+    assert again == cfg
+
+
+def test_unknown_key_names_the_key_and_stage(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('[[stages]]\ntype = "prune"\nqualty = 2.0\n')
+    with pytest.raises(ConfigError, match=r"stage 1 \(prune\): unknown key 'qualty'") as err:
+        load_recipe(path)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_stage_type_and_recipe():
+    with pytest.raises(ConfigError, match="unknown stage type 'prun'"):
+        parse_stage({"type": "prun"})
+    with pytest.raises(ConfigError, match="unknown recipe 'nope'"):
+        load_recipe("nope")
+
+
+def test_bad_value_is_explained(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('[[stages]]\ntype = "share"\nbits = 40\n')
+    with pytest.raises(ConfigError, match="bits"):
+        load_recipe(path)
+    path.write_text('name = "x"\nstagez = []\n')
+    with pytest.raises(ConfigError, match="unknown key 'stagez'"):
+        load_recipe(path)

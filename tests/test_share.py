@@ -1,0 +1,65 @@
+import numpy as np
+import torch
+from helpers import SmallNet, loaders
+
+from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
+from edgeshrink.stages.share import kmeans_1d
+from edgeshrink.train import fit
+from edgeshrink.weights import get_mask, get_shared
+
+
+def run(model, stage, train=True):
+    train_loader, val_loader = loaders()
+    finetune = (lambda m, cfg, label: fit(m, train_loader, cfg, val_loader, stage=label)) if train else None
+    return apply_stage(model, parse_stage(stage), StageContext(finetune=finetune, evaluate=None))
+
+
+def test_at_most_two_to_the_bits_values_after_fine_tuning():
+    torch.manual_seed(0)
+    model = SmallNet()
+    run(model, {"type": "prune", "method": "sparsity", "sparsity": 0.7, "finetune": {"epochs": 1}})
+    mask = get_mask(model.fc1).clone()
+    before = get_shared(model.fc1)
+    assert before is None
+    run(model, {"type": "share", "bits": 3, "per_layer": {"conv": 2}, "finetune": {"epochs": 2, "lr": 1e-2}})
+    centroids_after = get_shared(model.fc1).centroids.detach().clone()
+    for layer, bits in ((model.fc1, 3), (model.fc2, 3), (model.conv, 2)):
+        w = layer.weight.detach()
+        assert torch.unique(w[w != 0]).numel() <= 2**bits
+    assert torch.all(model.fc1.weight[~mask] == 0)  # pruned weights stay zero
+    assert torch.equal(get_mask(model.fc1), mask)
+    run(model, {"type": "share", "bits": 3, "finetune": {"epochs": 0}}, train=False)  # re-sharing keeps the mask
+    assert torch.all(model.fc1.weight[~mask] == 0)
+    assert centroids_after.numel() <= 8
+
+
+def test_centroid_gradient_is_the_sum_of_its_weights_gradients():
+    torch.manual_seed(0)
+    model = SmallNet()
+    run(model, {"type": "share", "bits": 2, "finetune": {"epochs": 0}}, train=False)
+    x, y = loaders()[0].inputs[:16], loaders()[0].labels[:16]
+    shared = get_shared(model.fc1)
+    weight = model.fc1.weight  # the parametrized tensor
+    weight.retain_grad()
+    loss = torch.nn.functional.cross_entropy(
+        model.fc2(torch.relu(torch.nn.functional.linear(torch.relu(model.conv(x)).flatten(1), weight, model.fc1.bias))),
+        y,
+    )
+    loss.backward()
+    expected = torch.zeros_like(shared.centroids).index_add_(0, shared.assignment.reshape(-1), weight.grad.reshape(-1))
+    assert torch.allclose(shared.centroids.grad, expected, atol=1e-6)
+
+
+def test_kmeans_matches_its_assignments():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(-1, 0.1, 500), rng.normal(1, 0.1, 500), rng.normal(3, 0.1, 10)])
+    for init in ("linear", "density", "random"):
+        centroids, labels = kmeans_1d(values, 3, init)
+        assert len(centroids) == 3 and np.all(np.diff(centroids) > 0)
+        nearest = np.abs(values[:, None] - centroids[None, :]).argmin(1)  # Lloyd's fixed point: nearest centroid
+        assert np.mean(nearest == labels) > 0.99
+        for k in range(3):
+            assert abs(values[labels == k].mean() - centroids[k]) < 1e-3
+    few = np.array([0.5, 0.5, -0.25])
+    centroids, labels = kmeans_1d(few, 8)
+    assert np.array_equal(centroids[labels], few)  # fewer distinct values than clusters: exact
