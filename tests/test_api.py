@@ -73,3 +73,14 @@ def test_both_loaders_and_train_fn_is_an_error(trained, tmp_path, tiny_recipe):
             out=tmp_path / "x",
             progress=False,
         )
+
+
+def test_divergence_is_reported_not_trained_through():
+    from edgeshrink.errors import TrainingDivergedError
+    from edgeshrink.train import TrainConfig, fit
+
+    model = SmallNet()
+    with torch.no_grad():
+        model.fc2.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDivergedError, match="Lower the learning rate"):
+        fit(model, loaders()[0], TrainConfig(epochs=1))

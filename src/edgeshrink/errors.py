@@ -36,3 +36,7 @@ class UnsupportedLayerError(EdgeshrinkError):
 
 class ExportError(EdgeshrinkError):
     """An export failed, or the exported file does not compute what the model computes."""
+
+
+class TrainingDivergedError(EdgeshrinkError):
+    """Training produced a non-finite loss (learning rate too high, bad data)."""

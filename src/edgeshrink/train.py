@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from edgeshrink.errors import ConfigError
+from edgeshrink.errors import ConfigError, TrainingDivergedError
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -201,6 +201,11 @@ def fit(
                     group["lr"] = cfg.lr * lr_factor(step, total, warmup, cfg.schedule)
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model, inputs, labels) if loss_fn else criterion(model(inputs), labels)
+                if not torch.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"{desc}: the loss became {float(loss)} at step {step + 1}; training diverged. "
+                        f"Lower the learning rate (now {cfg.lr:g}) or add warmup_epochs"
+                    )
                 loss.backward()
                 optimizer.step()
                 if after_step is not None:

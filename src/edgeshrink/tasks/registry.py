@@ -100,7 +100,7 @@ register_task(
         "mnist-lenet5",
         "lenet5",
         _mnist,
-        TrainConfig(epochs=12, optimizer="sgd", lr=0.05, weight_decay=5e-4),
+        TrainConfig(epochs=12, optimizer="adam", lr=1e-3),
         "MNIST (IDX files from --data-dir), LeNet-5 Caffe variant",
     )
 )
@@ -109,7 +109,7 @@ register_task(
         "fashion-lenet5",
         "lenet5",
         _fashion,
-        TrainConfig(epochs=12, optimizer="sgd", lr=0.05, weight_decay=5e-4),
+        TrainConfig(epochs=12, optimizer="adam", lr=1e-3),
         "Fashion-MNIST (IDX files from --data-dir), LeNet-5 Caffe variant",
     )
 )
