@@ -4,6 +4,7 @@
     result = edgeshrink.compress(model, recipe="deep-compression", train_loader=..., val_loader=...,
                                  out="runs/mine")
     edgeshrink.unpack(result.path, MyNet())   # the weights of the container, into a fresh model
+    edgeshrink.export(result, "model.onnx", example_input=x)  # ONNX, verified in ONNX Runtime
 
 Importing the package loads nothing heavy: each name below is imported on first use.
 """
@@ -27,12 +28,16 @@ _API = {
     "create_model": "edgeshrink.tasks.zoo",
     "list_models": "edgeshrink.tasks.zoo",
     "EdgeshrinkError": "edgeshrink.errors",
+    "export": "edgeshrink.exporters.onnx",
+    "ExportResult": "edgeshrink.exporters.onnx",
 }
 
 __all__ = [
     "CompressResult",
     "EdgeshrinkError",
+    "ExportResult",
     "compress",
+    "export",
     "create_model",
     "list_models",
     "list_recipes",
@@ -47,6 +52,7 @@ __all__ = [
 if TYPE_CHECKING:
     from edgeshrink.encode.container import pack, read_container, unpack
     from edgeshrink.errors import EdgeshrinkError
+    from edgeshrink.exporters.onnx import ExportResult, export
     from edgeshrink.pipeline import CompressResult, compress
     from edgeshrink.recipes import list_recipes, load_recipe
     from edgeshrink.tasks.registry import list_tasks, load_task

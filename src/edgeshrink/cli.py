@@ -110,7 +110,17 @@ def _check_arch(arch: dict | None, task: str, source: str) -> None:
 
 def _summary(report: dict, print_table) -> None:
     c = report["container"]
-    print_table(report["layers"], title=f"{report['recipe']['name']}: per-layer compression")
+    quant_rows = [row for stage in report["stages"] if stage["stage"] == "quantize" for row in stage["layers"]]
+    if quant_rows:
+        for row in quant_rows:
+            what = (
+                f"int{row['weight_bits']} weights ({row['granularity']})" if row["status"] == "quantized" else "float"
+            )
+            why = f"  [{row['reason']}]" if row.get("reason") else ""
+            drop = f"  sensitivity {row['sensitivity_drop']:+.2f} pts" if "sensitivity_drop" in row else ""
+            typer.echo(f"  {row['name']:<24} {row['type']:<10} {what}{drop}{why}")
+    else:
+        print_table(report["layers"], title=f"{report['recipe']['name']}: per-layer compression")
     base = report["baseline"]["accuracy"]
     ratios = ", ".join(f"{r['stage']} {r['ratio']:.1f}x" for r in report["stage_ratios"])
     ent = report["entropy"]
@@ -137,34 +147,96 @@ def evaluate(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Accuracy of a container or checkpoint on its task's held-out split, from the file alone."""
-    from edgeshrink.encode.container import load_into
-    from edgeshrink.tasks.registry import load_task
     from edgeshrink.train import evaluate as run_eval
 
-    state, arch = _read_artifact(artifact)
-    name = task or (arch or {}).get("task")
-    if not name:
-        raise ConfigError(f"{artifact} does not record its task: pass --task")
-    _check_arch(arch, name, str(artifact))
-    t = load_task(name)
-    model = load_into(t.build_model(), state, str(artifact))
+    t, model = _model_from_artifact(artifact, task)
     acc = run_eval(model, t.data(data_dir).test.loader(1000))
     typer.echo(f"{artifact}: {t.name} test accuracy {acc:.2f}% (error {100 - acc:.2f}%)")
 
 
 def _read_artifact(path: Path):
+    """(state, arch, meta) of a container, a checkpoint, or a run folder's container."""
     from edgeshrink.checkpoints import load_checkpoint
     from edgeshrink.encode.container import MAGIC, read_container
+    from edgeshrink.pipeline import CONTAINER_NAME
 
+    if path.is_dir():
+        if not (path / CONTAINER_NAME).is_file():
+            raise ConfigError(f"{path} is a folder without {CONTAINER_NAME}: pass a run folder written by compress")
+        path = path / CONTAINER_NAME
     if not path.is_file():
         raise ConfigError(f"{path} does not exist")
     with open(path, "rb") as f:
         head = f.read(len(MAGIC))
     if head == MAGIC:
         c = read_container(path)
-        return c.state, c.arch
+        return c.state, c.arch, c.meta
     ckpt = load_checkpoint(path)
-    return ckpt["state_dict"], ckpt["arch"]
+    return ckpt["state_dict"], ckpt["arch"], {}
+
+
+def _model_from_artifact(artifact: Path, task: str | None):
+    """The task and the model a container, checkpoint or run folder holds (quantization included)."""
+    from edgeshrink.restore import restore_model
+    from edgeshrink.tasks.registry import load_task
+
+    state, arch, meta = _read_artifact(artifact)
+    name = task or (arch or {}).get("task")
+    if not name:
+        raise ConfigError(f"{artifact} does not record its task: pass --task")
+    _check_arch(arch, name, str(artifact))
+    t = load_task(name)
+    return t, restore_model(t.build_model(), state, meta, str(artifact))
+
+
+@app.command()
+def export(
+    artifact: Annotated[Path, typer.Argument(help="a run folder, an .eshrink container or a checkpoint")],
+    format: Annotated[str, typer.Option("--format", "-f", help="onnx")] = "onnx",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="file to write (default: next to the input)")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="task (default: the one the file records)")] = None,
+    data_dir: DataDirOpt = None,
+    verify: Annotated[bool, typer.Option(help="run the file on the task's test split and compare with PyTorch")] = True,
+    activation_type: Annotated[
+        str, typer.Option(help="quantized models: uint8 (U8S8), int8 (S8S8) or auto (time both, keep the faster)")
+    ] = "auto",
+    verify_examples: Annotated[int, typer.Option(help="test examples used for verification (0: all)")] = 0,
+) -> None:
+    """Export a compressed model to a file a device runs, and verify it against the PyTorch model."""
+    import json
+
+    import torch
+
+    from edgeshrink.exporters.onnx import export as run_export
+
+    if format != "onnx":
+        raise ConfigError(f"unknown export format {format!r}; supported: onnx")
+    if activation_type not in ("auto", "uint8", "int8"):
+        raise ConfigError(f"--activation-type must be auto, uint8 or int8, got {activation_type!r}")
+    t, model = _model_from_artifact(artifact, task)
+    if out is None:
+        out = (artifact if artifact.is_dir() else artifact.parent) / "model.onnx"
+    example = torch.zeros(1, *t.input_shape)
+    batches = None
+    if verify:
+        inputs = t.data(data_dir).test.inputs
+        if verify_examples > 0:
+            inputs = inputs[:verify_examples]
+        batches = list(inputs.split(500))
+    result = run_export(model, out, example, verify_data=batches, verify=verify, activation_type=activation_type)
+    summary = result.to_dict()
+    (out.parent / (out.stem + ".export.json")).write_text(json.dumps(summary, indent=2))
+    typer.echo(f"wrote {out}: {result.bytes:,} bytes, {result.precision}")
+    if result.kernel_choice:
+        times = ", ".join(f"{k} {v:.3f} ms" for k, v in result.kernel_choice["measured_batch1_ms"].items())
+        typer.echo(f"kernels: {result.kernel_choice['chosen']} (batch 1 on this machine: {times})")
+    if result.parity:
+        p = result.parity
+        steps = f" ({p['max_diff_steps']:.2f} output steps)" if "max_diff_steps" in p else ""
+        typer.echo(
+            f"verified on {p['examples']:,} test examples in ONNX Runtime: max |logit diff| {p['max_abs_diff']:.3g}"
+            f"{steps}, top-1 agreement {p['top1_agreement']:.2f}%"
+        )
 
 
 @app.command()

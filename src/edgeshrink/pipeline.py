@@ -14,18 +14,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgeshrink.encode.container import (
-    PackResult,
-    atomic_write,
-    load_into,
-    read_container,
-    state_to_bytes,
-)
+from edgeshrink.encode.container import PackResult, atomic_write, read_container, state_to_bytes
 from edgeshrink.errors import ConfigError, FormatError
 from edgeshrink.measure.counts import parameter_counts
 from edgeshrink.recipes import Recipe, load_recipe
 from edgeshrink.report.layers import entropy_summary, layer_table, to_markdown
 from edgeshrink.report.provenance import environment
+from edgeshrink.restore import restore_model
 from edgeshrink.scope import select_layers
 from edgeshrink.stages.base import StageContext, apply_stage
 from edgeshrink.stages.encode import EncodeConfig, index_bits_for
@@ -102,12 +97,14 @@ def compress(
     arch: dict | None = None,
     progress: bool = True,
     baseline_accuracy: float | None = None,
+    calibration_loader: Batches | None = None,
 ) -> CompressResult:
     """Compress a trained `model` with a recipe (a built-in name, a TOML path or a `Recipe`).
 
     Fine-tuning uses `train_loader` with the built-in loop, or your `train_fn(model, epochs)`.
     Accuracy is measured with `eval_fn(model) -> percent`, or top-1 on `val_loader`. The input model
-    is left untouched. Writes `out/model.eshrink`, `out/report.json` and `out/layers.md`.
+    is left untouched. Quantization calibrates on `calibration_loader` (default: `train_loader`, else
+    `val_loader`). Writes `out/model.eshrink`, `out/report.json` and `out/layers.md`.
     """
     recipe = load_recipe(recipe)
     if has_parametrizations(model):
@@ -134,7 +131,12 @@ def compress(
         finetune=_finetuner(train_loader, val_loader, train_fn, bar, teacher), evaluate=eval_fn, progress=bar, seed=seed
     )
     container_path = out_dir / CONTAINER_NAME
-    ctx.extras.update(container_path=container_path, arch=arch, meta={"recipe": recipe.name, "seed": seed})
+    ctx.extras.update(
+        container_path=container_path,
+        arch=arch,
+        meta={"recipe": recipe.name, "seed": seed},
+        calibration=next((b for b in (calibration_loader, train_loader, val_loader) if b is not None), None),
+    )
 
     if baseline_accuracy is None:
         baseline_accuracy = ctx.accuracy(working)
@@ -146,6 +148,7 @@ def compress(
     for i, cfg in enumerate(configs, 1):
         bar.line(f"stage {i}/{len(configs)}: {cfg.type}")
         record = apply_stage(working, cfg, ctx).model_dump()
+        working = ctx.extras.pop("replace_model", working)  # quantization returns a new (traced) model
         record.update(parameter_counts(working))
         if cfg.type == "encode":
             packed: PackResult = ctx.extras["pack_result"]
@@ -171,7 +174,7 @@ def compress(
         got = decoded.state.get(name)
         if got is None or got.dtype != tensor.dtype or not torch.equal(got.view(-1), tensor.contiguous().view(-1)):
             raise FormatError(f"internal error: tensor {name!r} did not decode bit-exactly; please report it")
-    restored = load_into(copy.deepcopy(template), decoded.state, str(container_path))
+    restored = restore_model(copy.deepcopy(template), decoded.state, decoded.meta, str(container_path))
     # The P+Q columns: the same tensors with the same index widths as the shipped file, fixed-width codes.
     widths = {t.name: t.index_width or 1 for t in packed.tensors}
     fixed = state_to_bytes(expected, coding="fixed", index_bits=lambda name: widths[name])

@@ -134,6 +134,31 @@ def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def bake_in_place(model: nn.Module) -> nn.Module:
+    """Make every parametrized tensor of `model` a plain Parameter holding its computed value.
+
+    Not `parametrize.remove_parametrizations`: a deep copy of a parametrized module shares its
+    generated class with the original, and removing a parametrization deletes the property from that
+    shared class, which would break the original model."""
+    with torch.no_grad():
+        for module in model.modules():
+            if not parametrize.is_parametrized(module):
+                continue
+            computed = {name: getattr(module, name).detach().clone() for name in module.parametrizations}  # type: ignore[union-attr]
+            module.__class__ = module.__class__.__bases__[0]
+            del module._modules["parametrizations"]
+            for name, value in computed.items():
+                setattr(module, name, nn.Parameter(value, requires_grad=value.is_floating_point()))
+    return model
+
+
+def baked_copy(model: nn.Module) -> nn.Module:
+    """A copy in which every parametrized tensor is a plain tensor holding its computed value."""
+    import copy
+
+    return bake_in_place(copy.deepcopy(model))
+
+
 def prunable_weights(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """(name, module) of every layer with a weight matrix or kernel: Linear and Conv layers."""
     for name, module in model.named_modules():

@@ -472,5 +472,9 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str =
 
 
 def unpack(path: str | Path, model: nn.Module) -> nn.Module:
-    """Load the weights of a container into a fresh instance of the architecture it came from."""
-    return load_into(model, read_container(path).state, str(path))
+    """Load the weights of a container into a fresh instance of the architecture it came from; a
+    quantized or float16 container gives back the quantized / float16 model it was written from."""
+    from edgeshrink.restore import restore_model
+
+    container = read_container(path)
+    return restore_model(model, container.state, container.meta, str(path))

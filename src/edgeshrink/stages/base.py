@@ -133,4 +133,4 @@ def apply_stage(model: nn.Module, config: StageConfig, ctx: StageContext) -> Sta
 
 def _load_builtin_stages() -> None:
     # Importing the modules registers their stages; done lazily to keep `import edgeshrink` light.
-    from edgeshrink.stages import encode, prune, share  # noqa: F401
+    from edgeshrink.stages import encode, prune, quantize, share  # noqa: F401

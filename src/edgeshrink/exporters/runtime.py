@@ -1,0 +1,96 @@
+"""ONNX Runtime sessions and latency measurement.
+
+Sessions never spin idle threads (`session.intra_op.allow_spinning = 0`): on a 2-core machine a
+spinning session steals time from the next one, so interleaved timings of several variants in one
+process would be noise (see docs/design.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+Level = str  # "all" | "basic" | "disable"
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def int8_weights_saturate() -> bool:
+    """True on x86 CPUs without VNNI, where ONNX Runtime's uint8 x int8 kernels saturate at 16 bits
+    unless weights use 7 bits of range."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    return not ({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
+def make_session(model: str | Path | bytes, threads: int = 2, level: Level = "all"):
+    """An ONNX Runtime CPU session with a fixed thread count and no spinning."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[level]
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def run_session(session, inputs: np.ndarray) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+
+
+@dataclass
+class Timing:
+    """Latency of one configuration, in milliseconds, over `runs` timed runs after warm-up."""
+
+    median_ms: float
+    p90_ms: float
+    runs: int
+    batch: int
+    threads: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def timing_from(samples_s: list[float], batch: int, threads: int) -> Timing:
+    ms = np.asarray(samples_s) * 1e3
+    return Timing(float(np.median(ms)), float(np.percentile(ms, 90)), len(ms), batch, threads)
+
+
+def time_interleaved(
+    sessions: dict[str, object], inputs: np.ndarray, runs: int = 50, warmup: int = 5, threads: int = 2
+) -> dict[str, Timing]:
+    """Time several sessions on the same input, alternating between them run by run, so that machine
+    noise hits all of them alike."""
+    feeds = {k: {s.get_inputs()[0].name: np.ascontiguousarray(inputs, dtype=np.float32)} for k, s in sessions.items()}
+    for _ in range(warmup):
+        for key, session in sessions.items():
+            session.run(None, feeds[key])
+    samples: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(runs):
+        for key, session in sessions.items():
+            start = time.perf_counter()
+            session.run(None, feeds[key])
+            samples[key].append(time.perf_counter() - start)
+    return {k: timing_from(v, inputs.shape[0], threads) for k, v in samples.items()}

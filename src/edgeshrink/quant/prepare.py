@@ -1,0 +1,256 @@
+"""Turn a float model into a fake-quantized one whose quantization points are exactly where ONNX
+Runtime's QDQ kernels need them.
+
+The model is traced with torch.fx, BatchNorm is folded into the preceding convolution, and
+activation quantizers (`ActQuant`) are inserted:
+- at the input of every quantized layer (Conv1d/Conv2d/Linear) and of every add, concat or average
+  pool, unless that tensor is already quantized;
+- at the output of every quantized layer, after its ReLU/ReLU6 when that is the only consumer (so the
+  runtime fuses Conv+ReLU into one integer kernel), and at the output of add/concat/pooling;
+- after shape-only ops (max pool, flatten, reshape, dropout) of a quantized tensor, sharing the
+  input's quantizer: the values are already on that grid, and the runtime needs a Q/DQ pair there to
+  keep the next kernel in integers.
+Weights get a `WeightQuant` parametrization on top of any pruning mask or codebook (zero point 0, so
+pruned weights stay exactly zero). Layers that ONNX Runtime cannot run in integers (other weight
+layers) stay float and are reported with the reason.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.nn.utils import parametrize
+
+from edgeshrink.errors import UnsupportedLayerError
+from edgeshrink.quant.fakequant import ActQuant, WeightQuant
+from edgeshrink.weights import Mask, SharedWeights, baked_copy, get_mask, get_shared
+
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+FUSABLE_ACTIVATIONS_MODULES = (nn.ReLU, nn.ReLU6)
+FUSABLE_ACTIVATION_FUNCTIONS = (F.relu, torch.relu, F.relu6)
+PASSTHROUGH_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity, nn.ReLU, nn.ReLU6)
+PASSTHROUGH_FUNCTIONS = (torch.flatten, torch.reshape, F.max_pool2d, F.relu, torch.relu, F.dropout)
+PASSTHROUGH_METHODS = ("view", "reshape", "flatten", "contiguous", "relu")
+NEW_GRID_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
+NEW_GRID_FUNCTIONS = (operator.add, torch.add, torch.cat, F.adaptive_avg_pool2d, F.avg_pool2d)
+NEW_GRID_METHODS = ("add", "mean")
+
+
+@dataclass
+class LayerPlan:
+    """What happens to one weight layer: quantized to `weight_bits` or kept float, and why."""
+
+    name: str
+    type: str
+    status: str  # "quantized" | "float"
+    weight_bits: int | None = None
+    granularity: str | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class QuantPlan:
+    layers: list[LayerPlan] = field(default_factory=list)
+    activations: list[str] = field(default_factory=list)  # ActQuant module names, in graph order
+    folded_batchnorms: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "layers": [layer.to_dict() for layer in self.layers],
+            "activations": list(self.activations),
+            "folded_batchnorms": list(self.folded_batchnorms),
+        }
+
+
+def _bake(model: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """A copy with plain weights, plus the masks and codebooks to put back after tracing."""
+    masks, codebooks = {}, {}
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            mask = get_mask(module, "weight")
+            if mask is not None:
+                masks[name] = mask.clone()
+            shared = get_shared(module, "weight")
+            if shared is not None:
+                codebooks[name] = (shared.centroids.detach().clone(), shared.assignment.clone())
+    return baked_copy(model), masks, codebooks
+
+
+def _trace(model: nn.Module) -> tuple[fx.GraphModule, list[str]]:
+    """Trace with torch.fx and fold Conv+BatchNorm pairs (evaluation statistics)."""
+    from torch.fx.experimental.optimization import fuse
+
+    bn_names = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
+    try:
+        gm = fuse(model.eval(), inplace=False)
+    except Exception as exc:
+        raise UnsupportedLayerError(
+            f"quantization traces the model with torch.fx, which failed: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}. Make forward() free of data-dependent control "
+            "flow, or quantize only a traceable submodule"
+        ) from None
+    remaining = {n for n, m in gm.named_modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)}
+    return gm, [n for n in bn_names if n not in remaining]
+
+
+def _is_module(gm: fx.GraphModule, node: fx.Node, types: tuple) -> bool:
+    return node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), types)
+
+
+def _is_function(node: fx.Node, functions: tuple, methods: tuple = ()) -> bool:
+    if node.op == "call_function":
+        return node.target in functions
+    return node.op == "call_method" and node.target in methods
+
+
+def _tensor_args(node: fx.Node) -> list[fx.Node]:
+    out: list[fx.Node] = []
+    for arg in node.args:
+        if isinstance(arg, fx.Node):
+            out.append(arg)
+        elif isinstance(arg, list | tuple):
+            out.extend(a for a in arg if isinstance(a, fx.Node))
+    return out
+
+
+def prepare(
+    model: nn.Module,
+    bits: dict[str, int],
+    *,
+    group_size: int = 0,
+    learn_scales: bool = False,
+    reduced_range: bool = False,
+) -> tuple[fx.GraphModule, QuantPlan]:
+    """A fake-quantized copy of `model`. `bits` maps each weight layer to quantize to its weight
+    bit-width; other layers stay float. Quantizers start in mode "off" (calibrate them next)."""
+    baked, masks, codebooks = _bake(model)
+    gm, folded = _trace(baked)
+    plan = QuantPlan(folded_batchnorms=folded)
+    quantized_layers: set[str] = set()
+    for name, module in gm.named_modules():
+        has_weight = isinstance(getattr(module, "weight", None), torch.Tensor)
+        if not has_weight or isinstance(module, ActQuant):
+            continue
+        type_name = type(module).__name__
+        if not isinstance(module, QUANTIZABLE):
+            plan.layers.append(
+                LayerPlan(
+                    name, type_name, "float", reason=f"unsupported op: no integer {type_name} kernel in the QDQ path"
+                )
+            )
+        elif name not in bits:
+            plan.layers.append(LayerPlan(name, type_name, "float", reason="kept in float (not selected)"))
+        else:
+            quantized_layers.add(name)
+            granularity = (
+                f"group of {group_size} input channels" if group_size and bits[name] < 8 else "per output channel"
+            )
+            if reduced_range and bits[name] == 8:
+                granularity += ", range -63..63"
+            plan.layers.append(LayerPlan(name, type_name, "quantized", bits[name], granularity))
+
+    graph = gm.graph
+    quantizer_of: dict[fx.Node, str] = {}
+    counter = [0]
+
+    def new_quantizer() -> str:
+        name = f"act_quant_{counter[0]}"
+        counter[0] += 1
+        gm.add_submodule(name, ActQuant(learn=learn_scales))
+        plan.activations.append(name)
+        return name
+
+    def quantize_after(node: fx.Node, qname: str) -> fx.Node:
+        with graph.inserting_after(node):
+            qnode = graph.call_module(qname, (node,))
+        node.replace_all_uses_with(qnode, delete_user_cb=lambda user: user is not qnode)
+        quantizer_of[qnode] = qname
+        return qnode
+
+    def ensure_quantized(node: fx.Node) -> None:
+        if node not in quantizer_of:
+            quantize_after(node, new_quantizer())
+
+    for node in list(graph.nodes):
+        if node.op in ("placeholder", "output", "get_attr") or node in quantizer_of:
+            continue
+        inputs = _tensor_args(node)
+        if node.op == "call_module" and str(node.target) in quantized_layers:
+            if inputs:
+                ensure_quantized(inputs[0])
+            users = list(node.users)
+            tail = node
+            if len(users) == 1 and (
+                _is_module(gm, users[0], FUSABLE_ACTIVATIONS_MODULES)
+                or _is_function(users[0], FUSABLE_ACTIVATION_FUNCTIONS, ("relu",))
+            ):
+                tail = users[0]
+            quantize_after(tail, new_quantizer())
+        elif _is_module(gm, node, NEW_GRID_MODULES) or _is_function(node, NEW_GRID_FUNCTIONS, NEW_GRID_METHODS):
+            for arg in inputs:
+                ensure_quantized(arg)
+            quantize_after(node, new_quantizer())
+        elif (
+            (
+                _is_module(gm, node, PASSTHROUGH_MODULES)
+                or _is_function(node, PASSTHROUGH_FUNCTIONS, PASSTHROUGH_METHODS)
+            )
+            and inputs
+            and inputs[0] in quantizer_of
+        ):
+            if node.users and all(u in quantizer_of for u in node.users):
+                continue  # already followed by a quantizer (a fused activation)
+            quantize_after(node, quantizer_of[inputs[0]])
+    graph.lint()
+    gm.recompile()
+
+    for name in quantized_layers:
+        module = gm.get_submodule(name)
+        if name in masks:
+            parametrize.register_parametrization(module, "weight", Mask(masks[name]))
+        if name in codebooks:
+            centroids, assignment = codebooks[name]
+            shared = SharedWeights(centroids, assignment)
+            if torch.equal(shared(module.weight), module.weight):  # not rescaled by a folded BatchNorm
+                parametrize.register_parametrization(module, "weight", shared, unsafe=True)
+        parametrize.register_parametrization(
+            module,
+            "weight",
+            WeightQuant(module.weight, bits[name], group_size if bits[name] < 8 else 0, reduced=reduced_range),
+        )
+    for name, mask in masks.items():
+        if name not in quantized_layers:
+            module = gm.get_submodule(name)
+            parametrize.register_parametrization(module, "weight", Mask(mask))
+    return gm, plan
+
+
+def activation_quantizers(model: nn.Module) -> list[tuple[str, ActQuant]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, ActQuant)]
+
+
+def weight_quantizers(model: nn.Module) -> list[tuple[str, nn.Module, WeightQuant]]:
+    """(layer name, layer, its WeightQuant) for every quantized layer."""
+    out = []
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            for p in module.parametrizations.weight:  # type: ignore[union-attr]
+                if isinstance(p, WeightQuant):
+                    out.append((name, module, p))
+    return out
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return bool(activation_quantizers(model)) or bool(weight_quantizers(model))
+
+
+def set_mode(model: nn.Module, mode: str) -> None:
+    for _, quantizer in activation_quantizers(model):
+        quantizer.mode = mode  # type: ignore[assignment]
