@@ -24,6 +24,7 @@ from edgeshrink.encode.container import (
 from edgeshrink.errors import ConfigError, FormatError
 from edgeshrink.measure.counts import parameter_counts
 from edgeshrink.recipes import Recipe, load_recipe
+from edgeshrink.report.histograms import WeightHistograms
 from edgeshrink.report.layers import entropy_summary, layer_table, to_markdown
 from edgeshrink.report.provenance import environment
 from edgeshrink.scope import select_layers
@@ -141,12 +142,16 @@ def compress(
     baseline = {"accuracy": baseline_accuracy, **parameter_counts(working)}
     baseline_pack = _sizes(working, encode_cfg)
     baseline["dense_bytes"] = baseline_pack.dense_bytes
+    histograms = WeightHistograms(working)
+    histograms.add("baseline", working)
     stages = []
     configs = list(recipe.stages) if has_encode else [*recipe.stages, encode_cfg]
     for i, cfg in enumerate(configs, 1):
         bar.line(f"stage {i}/{len(configs)}: {cfg.type}")
         record = apply_stage(working, cfg, ctx).model_dump()
         record.update(parameter_counts(working))
+        if cfg.type != "encode":
+            histograms.add(cfg.type, working)
         if cfg.type == "encode":
             packed: PackResult = ctx.extras["pack_result"]
             record["size"] = {"bytes": packed.nbytes, "coding": cfg.coding, "what": "the container file as written"}
@@ -200,6 +205,7 @@ def compress(
         ],
         "layers": table,
         "entropy": entropy_summary(packed),
+        "histograms": histograms.to_dict(),
         "provenance": {
             "sizes": "measured: bytes of serialised containers "
             "(fixed-width codes before encode, the written file after)",
