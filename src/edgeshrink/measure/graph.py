@@ -61,12 +61,21 @@ class OpGraph:
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
-    """A copy of the model with masks and codebooks baked into plain tensors (what gets exported)."""
+    """A copy of the model with masks and codebooks baked into plain tensors (what gets exported).
+
+    Not `remove_parametrizations`: on a deep copy it deletes the property from the parametrized class,
+    which the original model shares.
+    """
     model = copy.deepcopy(model).eval()
     for module in list(model.modules()):
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations):  # type: ignore[union-attr]
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        if not parametrize.is_parametrized(module):
+            continue
+        with torch.no_grad():
+            values = {n: getattr(module, n).detach().clone() for n in module.parametrizations}  # type: ignore[union-attr]
+        del module.parametrizations
+        module.__class__ = module.__class__.__bases__[0]
+        for name, value in values.items():
+            module.register_parameter(name, nn.Parameter(value, requires_grad=False))
     return model
 
 
