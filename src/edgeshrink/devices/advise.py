@@ -102,7 +102,9 @@ def advise_profile(
         factor = fit["shrink_factor"]
         recipe, why = likeliest_recipe(factor, recipes)
         short = [k for k in ("flash", "ram") if not fit[k]["ok"]]
-        detail = "; ".join(f"{k} needs {_mb(fit[k]['need'])}, has {_mb(fit[k]['have'])}" for k in short)
+        detail = "; ".join(
+            f"{k.replace('ram', 'RAM')} needs {_mb(fit[k]['need'])}, has {_mb(fit[k]['have'])}" for k in short
+        )
         hint = f"; try recipe {recipe!r} ({why})" if recipe else f"; {why}"
         reasons.append(f"fit: does not fit ({detail}): the weights must shrink {factor:.1f}x{hint}")
 

@@ -61,7 +61,11 @@ def open_artifact(path: str | Path, model_name: str | None = None) -> Artifact:
             raise FormatError(f"{path} is a folder without model.eshrink: pass {KINDS}")
         art = open_artifact(container, model_name)
         report = path / "report.json"
-        art.kind, art.report = "run-folder", json.loads(report.read_text()) if report.is_file() else None
+        art.path, art.kind, art.report = (
+            path,
+            "run-folder",
+            json.loads(report.read_text()) if report.is_file() else None,
+        )
         return art
     if not path.is_file():
         raise FormatError(f"{path} does not exist: pass {KINDS}")

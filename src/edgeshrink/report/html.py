@@ -77,7 +77,10 @@ def render(report: dict, peak_activations: int | None, devices_dir=None) -> str:
             )
         )
     points = [("baseline", base["dense_bytes"], base.get("accuracy"))]
-    points += [(s["stage"], s["size"]["bytes"], s.get("accuracy")) for s in report["stages"]]
+    points += [
+        (s["stage"], s["size"]["bytes"], c.get("accuracy") if s["stage"] == "encode" else s.get("accuracy"))
+        for s in report["stages"]
+    ]
     parts += ["<h2>Accuracy against size</h2>", _img(plots.accuracy_vs_size(points), "accuracy against size")]
     parts.append(
         _table(
