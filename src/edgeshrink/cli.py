@@ -274,6 +274,11 @@ def recipes() -> None:
         typer.echo(f"{name:20s} {description}")
 
 
+from edgeshrink.cli_measure import register as _register_measure  # noqa: E402
+
+_register_measure(app)
+
+
 def main() -> None:
     try:
         app()

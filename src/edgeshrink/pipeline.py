@@ -18,6 +18,7 @@ from edgeshrink.encode.container import PackResult, atomic_write, read_container
 from edgeshrink.errors import ConfigError, FormatError
 from edgeshrink.measure.counts import parameter_counts
 from edgeshrink.recipes import Recipe, load_recipe
+from edgeshrink.report.histograms import WeightHistograms
 from edgeshrink.report.layers import entropy_summary, layer_table, to_markdown
 from edgeshrink.report.provenance import environment
 from edgeshrink.restore import restore_model
@@ -143,6 +144,8 @@ def compress(
     baseline = {"accuracy": baseline_accuracy, **parameter_counts(working)}
     baseline_pack = _sizes(working, encode_cfg)
     baseline["dense_bytes"] = baseline_pack.dense_bytes
+    histograms = WeightHistograms(working)
+    histograms.add("baseline", working)
     stages = []
     configs = list(recipe.stages) if has_encode else [*recipe.stages, encode_cfg]
     for i, cfg in enumerate(configs, 1):
@@ -150,6 +153,8 @@ def compress(
         record = apply_stage(working, cfg, ctx).model_dump()
         working = ctx.extras.pop("replace_model", working)  # quantization returns a new (traced) model
         record.update(parameter_counts(working))
+        if cfg.type != "encode":
+            histograms.add(cfg.type, working)
         if cfg.type == "encode":
             packed: PackResult = ctx.extras["pack_result"]
             record["size"] = {"bytes": packed.nbytes, "coding": cfg.coding, "what": "the container file as written"}
@@ -203,6 +208,7 @@ def compress(
         ],
         "layers": table,
         "entropy": entropy_summary(packed),
+        "histograms": histograms.to_dict(),
         "provenance": {
             "sizes": "measured: bytes of serialised containers "
             "(fixed-width codes before encode, the written file after)",
