@@ -24,6 +24,7 @@ TYPICAL_FACTORS: dict[str, tuple[float, str]] = {
     "fp16": (2.0, "16-bit floats for 32-bit ones"),
     "int8": (4.0, "8-bit integers for 32-bit floats"),
     "int8-qat": (4.0, "8-bit integers, with quantization-aware training"),
+    "w4a8": (7.0, "4-bit weights (8-bit first and last layers), 8-bit activations"),
     "deep-compression": (35.0, "Han et al., ICLR 2016: 35x (AlexNet) to 49x (VGG-16); 39x on LeNet-5"),
 }
 

@@ -4,7 +4,6 @@ estimates read. Built from a torch.export graph (`from_torch`) or an ONNX file (
 
 from __future__ import annotations
 
-import copy
 import math
 import operator
 from dataclasses import dataclass, field
@@ -12,7 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from edgeshrink.measure import macs as mac_rules
 
@@ -61,22 +59,10 @@ class OpGraph:
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
-    """A copy of the model with masks and codebooks baked into plain tensors (what gets exported).
+    """A copy of the model with masks and codebooks baked into plain tensors (what gets exported)."""
+    from edgeshrink.weights import baked_copy
 
-    Not `remove_parametrizations`: on a deep copy it deletes the property from the parametrized class,
-    which the original model shares.
-    """
-    model = copy.deepcopy(model).eval()
-    for module in list(model.modules()):
-        if not parametrize.is_parametrized(module):
-            continue
-        with torch.no_grad():
-            values = {n: getattr(module, n).detach().clone() for n in module.parametrizations}  # type: ignore[union-attr]
-        del module.parametrizations
-        module.__class__ = module.__class__.__bases__[0]
-        for name, value in values.items():
-            module.register_parameter(name, nn.Parameter(value, requires_grad=False))
-    return model
+    return baked_copy(model).eval()
 
 
 def _tensor_bytes(val: object) -> int:
