@@ -33,8 +33,14 @@ def _train_baseline(task_name: str, data_dir: Path | None, seed: int, epochs: in
     seed_everything(seed)
     model = task.build_model()
     cfg = task.train if epochs is None else task.train.model_copy(update={"epochs": epochs})
-    train = data.train.loader(task.batch_size, shuffle=True, seed=seed, repeats=task.epoch_repeats)
-    fit(model, train, cfg, data.test.loader(1000), stage="baseline", progress=Progress(not quiet))
+    fit(
+        model,
+        task.train_loader(data, seed),
+        cfg,
+        data.test.loader(1000),
+        stage="baseline",
+        progress=Progress(not quiet),
+    )
     return task, data, model, evaluate(model, data.test.loader(1000))
 
 
@@ -89,7 +95,7 @@ def compress(
     result = run_compress(
         model,
         recipe,
-        train_loader=data.train.loader(t.batch_size, shuffle=True, seed=seed, repeats=t.epoch_repeats),
+        train_loader=t.train_loader(data, seed),
         val_loader=data.test.loader(1000),
         out=out,
         seed=seed,
@@ -191,6 +197,23 @@ def tasks() -> None:
     for name in list_tasks():
         t = load_task(name)
         typer.echo(f"{name:16s} {t.description}")
+
+
+@app.command()
+def zoo() -> None:
+    """List the zoo's architectures: input shapes, parameters and MACs (one forward pass, batch 1)."""
+    from edgeshrink.measure.macs import count_macs
+    from edgeshrink.models import create_model, list_models, model_entry
+
+    typer.echo(f"{'model':14s} {'input':10s} {'parameters':>11s} {'MACs':>13s}  description")
+    for name in list_models():
+        entry = model_entry(name)
+        for shape in entry.shapes():
+            model = create_model(name, input_shape=shape)
+            params = sum(p.numel() for p in model.parameters())
+            dims = "x".join(map(str, shape))
+            typer.echo(f"{name:14s} {dims:10s} {params:11,d} {count_macs(model, shape):13,d}  {entry.description}")
+    typer.echo("options: width= on families with a width multiplier; MACs counted by torch's FlopCounterMode / 2")
 
 
 @app.command()
