@@ -83,6 +83,7 @@ def compress(
 
     load_recipe(recipe)  # fail on a bad recipe before any training
     t = load_task(task)
+    arch = t.arch
     if weights is None:
         t, data, model, acc = _train_baseline(task, data_dir, seed, baseline_epochs, quiet)
         save_checkpoint(out / "baseline.pt", model, t.arch, acc)
@@ -90,7 +91,8 @@ def compress(
         data = t.data(data_dir)
         ckpt = load_checkpoint(weights)
         _check_arch(ckpt["arch"], t.name, str(weights))
-        model = load_into(t.build_model(), ckpt["state_dict"], str(weights))
+        model = load_into(_rebuild(t, ckpt["arch"], ckpt["state_dict"]), ckpt["state_dict"], str(weights))
+        arch = ckpt["arch"] or t.arch  # a student or channel-pruned checkpoint keeps its own architecture
         acc = evaluate(model, data.test.loader(1000))
     result = run_compress(
         model,
@@ -99,11 +101,18 @@ def compress(
         val_loader=data.test.loader(1000),
         out=out,
         seed=seed,
-        arch=t.arch,
+        arch=arch,
         progress=not quiet,
         baseline_accuracy=acc,
     )
     _summary(result.report, print_table)
+
+
+def _rebuild(task, arch: dict | None, state):
+    """The architecture a file records: its zoo model (or the task's), with its channel edits replayed."""
+    from edgeshrink.architecture import build_from_arch
+
+    return build_from_arch(arch, None if (arch or {}).get("model") else task.build_model(), state)
 
 
 def _check_arch(arch: dict | None, task: str, source: str) -> None:
@@ -153,7 +162,7 @@ def evaluate(
         raise ConfigError(f"{artifact} does not record its task: pass --task")
     _check_arch(arch, name, str(artifact))
     t = load_task(name)
-    model = load_into(t.build_model(), state, str(artifact))
+    model = load_into(_rebuild(t, arch, state), state, str(artifact))
     acc = run_eval(model, t.data(data_dir).test.loader(1000))
     typer.echo(f"{artifact}: {t.name} test accuracy {acc:.2f}% (error {100 - acc:.2f}%)")
 
@@ -200,13 +209,15 @@ def tasks() -> None:
 
 
 @app.command()
-def zoo() -> None:
+def zoo(
+    names: Annotated[list[str] | None, typer.Argument(help="models to list (default: all)")] = None,
+) -> None:
     """List the zoo's architectures: input shapes, parameters and MACs (one forward pass, batch 1)."""
     from edgeshrink.measure.macs import count_macs
     from edgeshrink.models import create_model, list_models, model_entry
 
     typer.echo(f"{'model':14s} {'input':10s} {'parameters':>11s} {'MACs':>13s}  description")
-    for name in list_models():
+    for name in names or list_models():
         entry = model_entry(name)
         for shape in entry.shapes():
             model = create_model(name, input_shape=shape)

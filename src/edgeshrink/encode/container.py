@@ -471,6 +471,11 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str =
     return model
 
 
-def unpack(path: str | Path, model: nn.Module) -> nn.Module:
-    """Load the weights of a container into a fresh instance of the architecture it came from."""
-    return load_into(model, read_container(path).state, str(path))
+def unpack(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """The model stored in a container: its weights loaded into `model`, a fresh instance of the
+    architecture it was compressed from (default: the zoo model its header names). Channel edits the
+    header records are replayed first, so a channel-pruned model needs no hand-built class."""
+    from edgeshrink.architecture import build_from_arch
+
+    container = read_container(path)
+    return load_into(build_from_arch(container.arch, model, container.state), container.state, str(path))
