@@ -25,6 +25,7 @@ _API = {
     "load_task": "edgeshrink.tasks.registry",
     "list_tasks": "edgeshrink.tasks.registry",
     "create_model": "edgeshrink.tasks.zoo",
+    "distill_student": "edgeshrink.distillation",
     "list_models": "edgeshrink.tasks.zoo",
     "EdgeshrinkError": "edgeshrink.errors",
 }
@@ -34,6 +35,7 @@ __all__ = [
     "EdgeshrinkError",
     "compress",
     "create_model",
+    "distill_student",
     "list_models",
     "list_recipes",
     "list_tasks",
@@ -45,6 +47,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from edgeshrink.distillation import distill_student
     from edgeshrink.encode.container import pack, read_container, unpack
     from edgeshrink.errors import EdgeshrinkError
     from edgeshrink.pipeline import CompressResult, compress

@@ -108,6 +108,53 @@ def compress(
     _summary(result.report, print_table)
 
 
+@app.command()
+def distill(
+    teacher: Annotated[Path, typer.Option("--teacher", help="trained checkpoint of the task's model (the teacher)")],
+    task: TaskOpt,
+    student: Annotated[str, typer.Option("--student", help="zoo model to train (see `edgeshrink zoo`)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="student checkpoint to write")],
+    student_width: Annotated[float | None, typer.Option(help="width multiplier of the student")] = None,
+    data_dir: DataDirOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="override the task's epochs")] = None,
+    temperature: Annotated[float, typer.Option(help="softmax temperature of the soft targets")] = 4.0,
+    alpha: Annotated[float, typer.Option(help="weight of the soft-target loss (1 - alpha on the labels)")] = 0.9,
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a smaller zoo model from a teacher checkpoint with the distillation loss (Hinton et al.)."""
+    from edgeshrink.checkpoints import load_checkpoint, save_checkpoint
+    from edgeshrink.distillation import distill_student
+    from edgeshrink.encode.container import load_into
+    from edgeshrink.models import create_model
+    from edgeshrink.tasks.registry import load_task
+    from edgeshrink.train import DistillConfig, Progress, evaluate, seed_everything
+
+    t = load_task(task)
+    cfg = t.train.model_copy(update={"distill": DistillConfig(temperature=temperature, alpha=alpha)})
+    if epochs is not None:
+        cfg = cfg.model_copy(update={"epochs": epochs})
+    data = t.data(data_dir)
+    ckpt = load_checkpoint(teacher)
+    _check_arch(ckpt["arch"], t.name, str(teacher))
+    teacher_model = load_into(_rebuild(t, ckpt["arch"], ckpt["state_dict"]), ckpt["state_dict"], str(teacher))
+    kwargs: dict = {"num_classes": data.num_classes}
+    if student_width is not None:
+        kwargs["width"] = student_width
+    seed_everything(seed)
+    student_model = create_model(student, input_shape=t.input_shape, **kwargs)
+    test = data.test.loader(1000)
+    distill_student(teacher_model, student_model, t.train_loader(data, seed), cfg, test, Progress(not quiet))
+    acc, teacher_acc = evaluate(student_model, test), evaluate(teacher_model, test)
+    arch = {"task": t.name, "model": student, "model_kwargs": kwargs, "input_shape": list(t.input_shape)}
+    save_checkpoint(out, student_model, arch, acc)
+    params = [sum(p.numel() for p in m.parameters()) for m in (teacher_model, student_model)]
+    typer.echo(
+        f"{t.name}: student {student} ({params[1]:,} parameters) test accuracy {acc:.2f}%, "
+        f"teacher ({params[0]:,} parameters) {teacher_acc:.2f}% -> {out}"
+    )
+
+
 def _rebuild(task, arch: dict | None, state):
     """The architecture a file records: its zoo model (or the task's), with its channel edits replayed."""
     from edgeshrink.architecture import build_from_arch
