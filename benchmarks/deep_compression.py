@@ -16,11 +16,14 @@ import time
 from pathlib import Path
 
 import edgeshrink
-from edgeshrink.checkpoints import load_checkpoint, save_checkpoint
-from edgeshrink.encode.container import load_into, read_container
+from edgeshrink.encode.container import read_container
 from edgeshrink.report.provenance import environment
+from edgeshrink.restore import restore_model
 from edgeshrink.tasks.registry import load_task
-from edgeshrink.train import Progress, evaluate, fit, seed_everything
+from edgeshrink.train import Progress, evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import baseline  # noqa: E402
 
 # Deep Compression, Table 1 (error %, dense KB, compressed KB, ratio).
 PAPER = {
@@ -28,28 +31,6 @@ PAPER = {
     "lenet5": {"baseline_error": 0.80, "compressed_error": 0.74, "dense_kb": 1720, "compressed_kb": 44, "ratio": 39},
 }
 TASKS = {"lenet300": "mnist-lenet300", "lenet5": "mnist-lenet5"}
-
-
-def baseline(task_name: str, data, cache_dir: Path, seed: int, progress: Progress):
-    """The trained baseline from the cache, or trained now (and cached). Returns (model, seconds, cached)."""
-    task = load_task(task_name)
-    path = cache_dir / f"{task_name}-seed{seed}.pt"
-    if path.is_file():
-        return load_into(task.build_model(), load_checkpoint(path)["state_dict"], str(path)), 0.0, True
-    started = time.perf_counter()
-    seed_everything(seed)
-    model = task.build_model()
-    fit(
-        model,
-        data.train.loader(task.batch_size, shuffle=True, seed=seed),
-        task.train,
-        data.test.loader(1000),
-        stage=f"{task_name} baseline",
-        progress=progress,
-    )
-    seconds = time.perf_counter() - started
-    save_checkpoint(path, model, task.arch, evaluate(model, data.test.loader(1000)))
-    return model, seconds, False
 
 
 def run_model(name: str, recipe: str, args, progress: Progress) -> dict:
@@ -71,7 +52,8 @@ def run_model(name: str, recipe: str, args, progress: Progress) -> dict:
     )
     compress_seconds = time.perf_counter() - started
     # Independent of the pipeline's own check: rebuild from the file alone and measure.
-    decoded = load_into(task.build_model(), read_container(result.path).state, str(result.path))
+    container = read_container(result.path)
+    decoded = restore_model(task.build_model(), container.state, container.meta, str(result.path))
     compressed_acc = evaluate(decoded, data.test.loader(1000))
     report = result.report
     size = result.path.stat().st_size

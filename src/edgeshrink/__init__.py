@@ -26,6 +26,7 @@ _API = {
     "load_task": "edgeshrink.tasks.registry",
     "list_tasks": "edgeshrink.tasks.registry",
     "create_model": "edgeshrink.tasks.zoo",
+    "distill_student": "edgeshrink.distillation",
     "list_models": "edgeshrink.tasks.zoo",
     "EdgeshrinkError": "edgeshrink.errors",
     "export": "edgeshrink.exporters.onnx",
@@ -39,6 +40,7 @@ __all__ = [
     "compress",
     "export",
     "create_model",
+    "distill_student",
     "list_models",
     "list_recipes",
     "list_tasks",
@@ -50,6 +52,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from edgeshrink.distillation import distill_student
     from edgeshrink.encode.container import pack, read_container, unpack
     from edgeshrink.errors import EdgeshrinkError
     from edgeshrink.exporters.onnx import ExportResult, export

@@ -33,8 +33,14 @@ def _train_baseline(task_name: str, data_dir: Path | None, seed: int, epochs: in
     seed_everything(seed)
     model = task.build_model()
     cfg = task.train if epochs is None else task.train.model_copy(update={"epochs": epochs})
-    train = data.train.loader(task.batch_size, shuffle=True, seed=seed, repeats=task.epoch_repeats)
-    fit(model, train, cfg, data.test.loader(1000), stage="baseline", progress=Progress(not quiet))
+    fit(
+        model,
+        task.train_loader(data, seed),
+        cfg,
+        data.test.loader(1000),
+        stage="baseline",
+        progress=Progress(not quiet),
+    )
     return task, data, model, evaluate(model, data.test.loader(1000))
 
 
@@ -77,6 +83,7 @@ def compress(
 
     load_recipe(recipe)  # fail on a bad recipe before any training
     t = load_task(task)
+    arch = t.arch
     if weights is None:
         t, data, model, acc = _train_baseline(task, data_dir, seed, baseline_epochs, quiet)
         save_checkpoint(out / "baseline.pt", model, t.arch, acc)
@@ -84,20 +91,75 @@ def compress(
         data = t.data(data_dir)
         ckpt = load_checkpoint(weights)
         _check_arch(ckpt["arch"], t.name, str(weights))
-        model = load_into(t.build_model(), ckpt["state_dict"], str(weights))
+        model = load_into(_rebuild(t, ckpt["arch"], ckpt["state_dict"]), ckpt["state_dict"], str(weights))
+        arch = ckpt["arch"] or t.arch  # a student or channel-pruned checkpoint keeps its own architecture
         acc = evaluate(model, data.test.loader(1000))
     result = run_compress(
         model,
         recipe,
-        train_loader=data.train.loader(t.batch_size, shuffle=True, seed=seed, repeats=t.epoch_repeats),
+        train_loader=t.train_loader(data, seed),
         val_loader=data.test.loader(1000),
         out=out,
         seed=seed,
-        arch=t.arch,
+        arch=arch,
         progress=not quiet,
         baseline_accuracy=acc,
     )
     _summary(result.report, print_table)
+
+
+@app.command()
+def distill(
+    teacher: Annotated[Path, typer.Option("--teacher", help="trained checkpoint of the task's model (the teacher)")],
+    task: TaskOpt,
+    student: Annotated[str, typer.Option("--student", help="zoo model to train (see `edgeshrink zoo`)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="student checkpoint to write")],
+    student_width: Annotated[float | None, typer.Option(help="width multiplier of the student")] = None,
+    data_dir: DataDirOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="override the task's epochs")] = None,
+    temperature: Annotated[float, typer.Option(help="softmax temperature of the soft targets")] = 4.0,
+    alpha: Annotated[float, typer.Option(help="weight of the soft-target loss (1 - alpha on the labels)")] = 0.9,
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a smaller zoo model from a teacher checkpoint with the distillation loss (Hinton et al.)."""
+    from edgeshrink.checkpoints import load_checkpoint, save_checkpoint
+    from edgeshrink.distillation import distill_student
+    from edgeshrink.encode.container import load_into
+    from edgeshrink.models import create_model
+    from edgeshrink.tasks.registry import load_task
+    from edgeshrink.train import DistillConfig, Progress, evaluate, seed_everything
+
+    t = load_task(task)
+    cfg = t.train.model_copy(update={"distill": DistillConfig(temperature=temperature, alpha=alpha)})
+    if epochs is not None:
+        cfg = cfg.model_copy(update={"epochs": epochs})
+    data = t.data(data_dir)
+    ckpt = load_checkpoint(teacher)
+    _check_arch(ckpt["arch"], t.name, str(teacher))
+    teacher_model = load_into(_rebuild(t, ckpt["arch"], ckpt["state_dict"]), ckpt["state_dict"], str(teacher))
+    kwargs: dict = {"num_classes": data.num_classes}
+    if student_width is not None:
+        kwargs["width"] = student_width
+    seed_everything(seed)
+    student_model = create_model(student, input_shape=t.input_shape, **kwargs)
+    test = data.test.loader(1000)
+    distill_student(teacher_model, student_model, t.train_loader(data, seed), cfg, test, Progress(not quiet))
+    acc, teacher_acc = evaluate(student_model, test), evaluate(teacher_model, test)
+    arch = {"task": t.name, "model": student, "model_kwargs": kwargs, "input_shape": list(t.input_shape)}
+    save_checkpoint(out, student_model, arch, acc)
+    params = [sum(p.numel() for p in m.parameters()) for m in (teacher_model, student_model)]
+    typer.echo(
+        f"{t.name}: student {student} ({params[1]:,} parameters) test accuracy {acc:.2f}%, "
+        f"teacher ({params[0]:,} parameters) {teacher_acc:.2f}% -> {out}"
+    )
+
+
+def _rebuild(task, arch: dict | None, state):
+    """The architecture a file records: its zoo model (or the task's), with its channel edits replayed."""
+    from edgeshrink.architecture import build_from_arch
+
+    return build_from_arch(arch, None if (arch or {}).get("model") else task.build_model(), state)
 
 
 def _check_arch(arch: dict | None, task: str, source: str) -> None:
@@ -186,7 +248,7 @@ def _model_from_artifact(artifact: Path, task: str | None):
         raise ConfigError(f"{artifact} does not record its task: pass --task")
     _check_arch(arch, name, str(artifact))
     t = load_task(name)
-    return t, restore_model(t.build_model(), state, meta, str(artifact))
+    return t, restore_model(_rebuild(t, arch, state), state, meta, str(artifact))
 
 
 @app.command()
@@ -263,6 +325,25 @@ def tasks() -> None:
     for name in list_tasks():
         t = load_task(name)
         typer.echo(f"{name:16s} {t.description}")
+
+
+@app.command()
+def zoo(
+    names: Annotated[list[str] | None, typer.Argument(help="models to list (default: all)")] = None,
+) -> None:
+    """List the zoo's architectures: input shapes, parameters and MACs (one forward pass, batch 1)."""
+    from edgeshrink.measure.macs import flop_counter_macs as count_macs
+    from edgeshrink.models import create_model, list_models, model_entry
+
+    typer.echo(f"{'model':14s} {'input':10s} {'parameters':>11s} {'MACs':>13s}  description")
+    for name in names or list_models():
+        entry = model_entry(name)
+        for shape in entry.shapes():
+            model = create_model(name, input_shape=shape)
+            params = sum(p.numel() for p in model.parameters())
+            dims = "x".join(map(str, shape))
+            typer.echo(f"{name:14s} {dims:10s} {params:11,d} {count_macs(model, shape):13,d}  {entry.description}")
+    typer.echo("options: width= on families with a width multiplier; MACs counted by torch's FlopCounterMode / 2")
 
 
 @app.command()

@@ -6,6 +6,7 @@ Works on any `nn.Module`: the built-in tasks only supply a model, loaders and a 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgeshrink.architecture import replay_channel_edits
 from edgeshrink.encode.container import PackResult, atomic_write, read_container, state_to_bytes
 from edgeshrink.errors import ConfigError, FormatError
 from edgeshrink.measure.counts import parameter_counts
@@ -72,6 +74,13 @@ def _finetuner(
     return None
 
 
+def _batch_source(loader: Batches | None) -> Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]] | None:
+    """n -> the first n batches of `loader` (for importance and sensitivity estimates)."""
+    if loader is None:
+        return None
+    return lambda n: list(itertools.islice(iter(loader), n))
+
+
 def _encode_config(recipe: Recipe) -> tuple[EncodeConfig, bool]:
     encodes = [s for s in recipe.stages if isinstance(s, EncodeConfig)]
     if len(encodes) > 1:
@@ -128,10 +137,17 @@ def compress(
         def eval_fn(m: nn.Module) -> float:
             return evaluate(m, val_loader)
 
+    first = next(iter(val_loader), None) if val_loader is not None else None  # never draws from train_loader
     ctx = StageContext(
-        finetune=_finetuner(train_loader, val_loader, train_fn, bar, teacher), evaluate=eval_fn, progress=bar, seed=seed
+        finetune=_finetuner(train_loader, val_loader, train_fn, bar, teacher),
+        evaluate=eval_fn,
+        progress=bar,
+        seed=seed,
+        example_input=None if first is None else first[0][:1],
+        batches=_batch_source(train_loader if train_loader is not None else val_loader),
     )
     container_path = out_dir / CONTAINER_NAME
+    edits_before = len(((arch or {}).get("channels") or {}).get("edits", []))
     ctx.extras.update(
         container_path=container_path,
         arch=arch,
@@ -179,7 +195,12 @@ def compress(
         got = decoded.state.get(name)
         if got is None or got.dtype != tensor.dtype or not torch.equal(got.view(-1), tensor.contiguous().view(-1)):
             raise FormatError(f"internal error: tensor {name!r} did not decode bit-exactly; please report it")
-    restored = restore_model(copy.deepcopy(template), decoded.state, decoded.meta, str(container_path))
+    arch = ctx.extras["arch"]  # stages that change the architecture (channels) record their edits here
+    restored = copy.deepcopy(template)
+    channels = (arch or {}).get("channels")
+    if channels and len(channels["edits"]) > edits_before:  # rebuild what this run's stages changed
+        replay_channel_edits(restored, {**channels, "edits": channels["edits"][edits_before:]})
+    restored = restore_model(restored, decoded.state, decoded.meta, str(container_path))
     # The P+Q columns: the same tensors with the same index widths as the shipped file, fixed-width codes.
     widths = {t.name: t.index_width or 1 for t in packed.tensors}
     fixed = state_to_bytes(expected, coding="fixed", index_bits=lambda name: widths[name])

@@ -471,10 +471,14 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str =
     return model
 
 
-def unpack(path: str | Path, model: nn.Module) -> nn.Module:
-    """Load the weights of a container into a fresh instance of the architecture it came from; a
+def unpack(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """The model stored in a container: its weights loaded into `model`, a fresh instance of the
+    architecture it was compressed from (default: the zoo model its header names). Channel edits the
+    header records are replayed first, so a channel-pruned model needs no hand-built class; a
     quantized or float16 container gives back the quantized / float16 model it was written from."""
+    from edgeshrink.architecture import build_from_arch
     from edgeshrink.restore import restore_model
 
     container = read_container(path)
-    return restore_model(model, container.state, container.meta, str(path))
+    fresh = build_from_arch(container.arch, model, container.state)
+    return restore_model(fresh, container.state, container.meta, str(path))

@@ -105,3 +105,22 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> dict:
     from edgeshrink.measure.graph import from_torch
 
     return mac_summary(from_torch(model, example))
+
+
+def flop_counter_macs(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1) -> int:
+    """Dense MACs of one forward pass on a zero input of `input_shape`, from PyTorch's own operator-level
+    counter (`torch.utils.flop_counter.FlopCounterMode`, FLOPs / 2): what the zoo lists and what channel
+    pruning targets."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(batch_size, *input_shape, dtype=dtype))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops()) // 2

@@ -103,11 +103,17 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+MIN_RANGE = 1e-5  # narrower (dead) activations get this range: float32 requantisation needs sane scales
+
+
 def affine_params(lo: float, hi: float) -> tuple[float, int]:
-    """(scale, zero point) of the 0..255 grid covering [min(lo,0), max(hi,0)]."""
+    """(scale, zero point) of the 0..255 grid covering [min(lo,0), max(hi,0)], at least MIN_RANGE wide."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if hi - lo < 1e-12:
-        return 1.0, 0
+    if hi - lo < MIN_RANGE:
+        if lo < 0:
+            lo = hi - MIN_RANGE if hi > 0 else -MIN_RANGE
+        else:
+            hi = lo + MIN_RANGE
     scale = (hi - lo) / (ACT_QMAX - ACT_QMIN)
     zero_point = int(np.clip(np.round(ACT_QMIN - lo / scale), ACT_QMIN, ACT_QMAX))
     return scale, zero_point

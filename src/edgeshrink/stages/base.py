@@ -40,6 +40,8 @@ class StageContext:
     progress: Progress = field(default_factory=Progress)
     seed: int = 0
     example_input: torch.Tensor | None = None
+    # n -> up to n training batches, for stages that need data but no training (importance, sensitivity)
+    batches: Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def train(self, model: nn.Module, cfg: TrainConfig, label: str) -> list[dict]:
@@ -66,6 +68,7 @@ class StageRecord(BaseModel):
     layers: list[dict] = []
     accuracy: float | None = None
     history: list[dict] = []
+    edits: list[dict] = []  # structural edits as data (channels removed), replayable: see architecture.py
     seconds: float = 0.0
     notes: list[str] = []
 
@@ -133,4 +136,4 @@ def apply_stage(model: nn.Module, config: StageConfig, ctx: StageContext) -> Sta
 
 def _load_builtin_stages() -> None:
     # Importing the modules registers their stages; done lazily to keep `import edgeshrink` light.
-    from edgeshrink.stages import encode, prune, quantize, share  # noqa: F401
+    from edgeshrink.stages import channels, encode, prune, quantize, share  # noqa: F401

@@ -3,14 +3,15 @@ this: `edgeshrink.compress` takes any model and loaders."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from edgeshrink.errors import ConfigError
-from edgeshrink.tasks.data import Dataset, load_digits, load_idx_dataset
+from edgeshrink.tasks.data import Dataset, TensorLoader, load_digits, load_idx_dataset
 from edgeshrink.tasks.zoo import create_model, model_entry
 from edgeshrink.train import TrainConfig
 
@@ -25,9 +26,19 @@ class Task:
     needs_data_dir: bool = True
     batch_size: int = 128
     epoch_repeats: int = 1  # tiny data sets count several passes as one epoch, so recipes mean the same
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)  # options of the zoo model (width=4, ...)
+    # Train on a fixed random subset of this many training examples (always the same subset, drawn with
+    # seed 0), for models too slow to train on the whole set on a CPU. Applies to every training run
+    # the CLI starts for the task (baseline, fine-tuning, distillation); None: the whole training set.
+    train_subset: int | None = None
 
     def build_model(self) -> nn.Module:
-        return create_model(self.model)
+        return create_model(self.model, **self.model_kwargs)
+
+    def train_loader(self, data: Dataset, seed: int = 0) -> TensorLoader:
+        """Shuffled training batches: the task's batch size, repeats and training subset applied."""
+        split = data.train if self.train_subset is None else data.train.subset(self.train_subset, seed=0)
+        return split.loader(self.batch_size, shuffle=True, seed=seed, repeats=self.epoch_repeats)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -38,8 +49,12 @@ class Task:
 
     @property
     def arch(self) -> dict:
-        """What a container records so that the model can be rebuilt from the file alone."""
-        return {"task": self.name, "model": self.model}
+        """What a container records so that the model can be rebuilt from the file alone
+        (`model_kwargs` only when the task configures the model)."""
+        arch: dict = {"task": self.name, "model": self.model}
+        if self.model_kwargs:
+            arch["model_kwargs"] = dict(self.model_kwargs)
+        return arch
 
 
 _TASKS: dict[str, Task] = {}
@@ -111,5 +126,28 @@ register_task(
         _fashion,
         TrainConfig(epochs=12, optimizer="adam", lr=1e-3),
         "Fashion-MNIST (IDX files from --data-dir), LeNet-5 Caffe variant",
+    )
+)
+register_task(
+    Task(
+        "fashion-resnet8x4",
+        "resnet8",
+        _fashion,
+        TrainConfig(epochs=6, optimizer="adamw", lr=2e-3, weight_decay=5e-4, warmup_epochs=0.2),
+        "Fashion-MNIST (IDX files from --data-dir), ResNet-8 at 4x width (1.2M parameters, 148M MACs), "
+        "trained on a fixed 10,000-image subset",
+        model_kwargs={"width": 4},
+        train_subset=10_000,
+    )
+)
+register_task(
+    Task(
+        "fashion-mobilenetv2",
+        "mobilenetv2",
+        _fashion,
+        TrainConfig(epochs=6, optimizer="adamw", lr=2e-3, weight_decay=5e-4, warmup_epochs=0.2),
+        "Fashion-MNIST (IDX files from --data-dir), MobileNetV2 (2.2M parameters, 73M MACs), "
+        "trained on a fixed 10,000-image subset",
+        train_subset=10_000,
     )
 )

@@ -1,0 +1,227 @@
+"""Quantization benchmark: fp32, fp16, int8 PTQ, int8 QAT, W4A8 and ONNX Runtime's own quantize_static,
+each exported to ONNX, run in ONNX Runtime on the test split and timed on this machine.
+
+    python benchmarks/quantization.py --data-dir ../shared/data --out results.json
+
+--data-dir holds mnist/ and fashion-mnist/ (the IDX files). For each model: accuracy of the exported
+file in ONNX Runtime on the whole test split, .onnx bytes, latency at batch 1 and 64 with 2 threads
+(median and p90 of --runs runs after warm-up, every variant timed in one process, interleaved run by
+run, sessions without thread spinning), the latency ratio to fp32, and the top-1 agreement between
+ONNX Runtime and the PyTorch model each file came from. All variants calibrate on the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import edgeshrink
+from edgeshrink.exporters.runtime import make_session, time_interleaved
+from edgeshrink.recipes import Recipe, load_recipe
+from edgeshrink.report.provenance import environment
+from edgeshrink.tasks.registry import load_task
+from edgeshrink.train import Progress, evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import baseline, task_data_dir  # noqa: E402
+
+MODELS = {"lenet5": "mnist-lenet5", "resnet8x4": "fashion-resnet8x4"}
+VARIANTS = ("fp32", "fp16", "int8-ptq", "int8-qat", "w4a8", "ort-quantize-static")
+RECIPES = {"fp16": "fp16", "int8-ptq": "int8", "int8-qat": "int8-qat", "w4a8": "w4a8"}
+
+
+def _with_epochs(recipe: Recipe, epochs: int | None) -> Recipe:
+    """The recipe with every fine-tuning shortened to `epochs` (None: as written)."""
+    if epochs is None:
+        return recipe
+    stages = []
+    for stage in recipe.stages:
+        tune = getattr(stage, "finetune", None)
+        if tune is not None and tune.epochs > 0:
+            stage = stage.model_copy(update={"finetune": tune.model_copy(update={"epochs": epochs})})
+        stages.append(stage)
+    return recipe.model_copy(update={"stages": stages})
+
+
+def ort_accuracy(session, split, batch: int = 500) -> tuple[float, np.ndarray]:
+    """Top-1 accuracy of an ONNX Runtime session on a split, and its predictions."""
+    name = session.get_inputs()[0].name
+    preds = np.concatenate([session.run(None, {name: x.numpy()})[0].argmax(1) for x in split.inputs.split(batch)])
+    return 100.0 * float((preds == split.labels.numpy()).mean()), preds
+
+
+def torch_predictions(model, split, batch: int = 500) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([model(x).argmax(1).numpy() for x in split.inputs.split(batch)])
+
+
+def ort_quantize_static(fp32_path: Path, out: Path, calibration: torch.Tensor) -> None:
+    """ONNX Runtime's own post-training quantization: QDQ, MinMax, per-channel, U8S8, same images."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": x.numpy()} for x in calibration.split(128)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32_path), str(pre))
+    quantize_static(
+        str(pre),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    pre.unlink()
+
+
+def run_model(name: str, args, progress: Progress) -> dict:
+    task = load_task(MODELS[name])
+    data = task.data(task_data_dir(args.data_dir, task))
+    model, train_seconds, cached = baseline(task.name, data, args.cache_dir, args.seed, progress)
+    model.eval()
+    calibration = data.train.subset(args.calibration_images, seed=args.seed)
+    example = data.test.inputs[:1]
+    verify = [data.test.inputs[: args.verify_examples]]
+    files: dict[str, Path] = {}
+    rows: dict[str, dict] = {}
+    out_dir = args.runs_dir / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32_acc = evaluate(model, data.test.loader(1000))
+
+    started = time.perf_counter()
+    exported = edgeshrink.export(model, out_dir / "fp32.onnx", example, verify_data=verify)
+    files["fp32"] = exported.path
+    rows["fp32"] = {"torch_accuracy": fp32_acc, "export": exported.to_dict(), "seconds": time.perf_counter() - started}
+    for variant, recipe_name in RECIPES.items():
+        if variant not in args.variants:
+            continue
+        started = time.perf_counter()
+        progress.line(f"[{name}] {variant}: compress with recipe {recipe_name}")
+        recipe = _with_epochs(load_recipe(recipe_name), args.finetune_epochs)
+        result = edgeshrink.compress(
+            model,
+            recipe,
+            train_loader=task.train_loader(data, seed=args.seed),
+            val_loader=data.test.loader(1000),
+            calibration_loader=calibration.loader(128),
+            out=out_dir / variant,
+            seed=args.seed,
+            arch=task.arch,
+            progress=progress.enabled,
+            baseline_accuracy=fp32_acc,
+        )
+        exported = edgeshrink.export(result, out_dir / f"{variant}.onnx", example, verify_data=verify)
+        files[variant] = exported.path
+        rows[variant] = {
+            "torch_accuracy": result.report["container"]["accuracy"],
+            "export": exported.to_dict(),
+            "quantization": [row for s in result.report["stages"] for row in s["layers"] if s["stage"] == "quantize"],
+            "notes": [n for s in result.report["stages"] for n in s["notes"]],
+            "seconds": time.perf_counter() - started,
+        }
+        rows[variant]["_model"] = result.model
+    if "ort-quantize-static" in args.variants:
+        started = time.perf_counter()
+        path = out_dir / "ort-quantize-static.onnx"
+        ort_quantize_static(files["fp32"], path, calibration.inputs)
+        files["ort-quantize-static"] = path
+        rows["ort-quantize-static"] = {"torch_accuracy": None, "seconds": time.perf_counter() - started}
+
+    fp32_preds = torch_predictions(model, data.test)
+    sessions = {v: make_session(p, threads=args.threads) for v, p in files.items()}
+    for variant, session in sessions.items():
+        acc, preds = ort_accuracy(session, data.test)
+        source = rows[variant].pop("_model", model if variant in ("fp32", "ort-quantize-static") else None)
+        reference = fp32_preds if source is model else torch_predictions(source, data.test)
+        rows[variant].update(
+            onnx_accuracy=acc,
+            onnx_bytes=files[variant].stat().st_size,
+            top1_agreement_with_torch=100.0 * float((preds == reference).mean()),
+            agreement_reference="the fp32 PyTorch model" if source is model else "the compressed PyTorch model",
+        )
+    for batch in args.batches:
+        x = data.test.inputs[:batch].numpy()
+        timings = time_interleaved(sessions, x, runs=args.runs, warmup=args.warmup, threads=args.threads)
+        for variant, timing in timings.items():
+            rows[variant][f"latency_batch{batch}"] = timing.to_dict()
+            rows[variant][f"latency_ratio_batch{batch}"] = timing.median_ms / timings["fp32"].median_ms
+    return {
+        "model": name,
+        "task": task.name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "baseline_training_seconds": round(train_seconds, 1),
+        "baseline_cached": cached,
+        "variants": rows,
+    }
+
+
+def markdown(entries: list[dict], batches: list[int]) -> str:
+    head = "| model | variant | ONNX Runtime accuracy | vs fp32 | .onnx bytes | " + " | ".join(
+        f"batch {b} median / p90 ms (x fp32)" for b in batches
+    )
+    lines = [head + " | top-1 agreement ORT vs PyTorch |", "| --- " * (6 + len(batches)) + "|"]
+    for e in entries:
+        fp32 = e["variants"]["fp32"]["onnx_accuracy"]
+        for variant, r in e["variants"].items():
+            cells = [
+                f"{r[f'latency_batch{b}']['median_ms']:.3f} / {r[f'latency_batch{b}']['p90_ms']:.3f} "
+                f"({r[f'latency_ratio_batch{b}']:.2f}x)"
+                for b in batches
+            ]
+            lines.append(
+                f"| {e['model']} | {variant} | {r['onnx_accuracy']:.2f}% | {r['onnx_accuracy'] - fp32:+.2f} | "
+                f"{r['onnx_bytes']:,} | " + " | ".join(cells) + f" | {r['top1_agreement_with_torch']:.2f}% |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, required=True, help="folder with mnist/ and fashion-mnist/")
+    parser.add_argument("--out", type=Path, default=Path("results.json"))
+    parser.add_argument("--models", default="lenet5,resnet8x4")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="override the recipes' QAT epochs")
+    parser.add_argument("--calibration-images", type=int, default=2048)
+    parser.add_argument("--verify-examples", type=int, default=2000)
+    parser.add_argument("--batches", default="1,64")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/baselines"))
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/quantization-benchmark"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    args.variants = {v.strip() for v in args.variants.split(",")} | {"fp32"}
+    args.batches = [int(b) for b in args.batches.split(",")]
+    progress = Progress(not args.quiet)
+    try:
+        entries = [run_model(m.strip(), args, progress) for m in args.models.split(",")]
+    except edgeshrink.EdgeshrinkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": "quantization", "command": " ".join(sys.argv), "environment": environment()}
+    args.out.write_text(json.dumps({**payload, "results": entries}, indent=2, default=str))
+    print(markdown(entries, args.batches))
+    return 0
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory():
+        sys.exit(main())

@@ -1,0 +1,185 @@
+"""Channel groups on torch-pruning's dependency graph: which output channels must be removed together,
+how important each channel is, and removing the least important ones.
+
+A group is every layer whose channels are coupled with one layer's output channels: its BatchNorm,
+a following depthwise convolution, every branch of a residual addition, the slice of a concatenation,
+the next layers' inputs. Removing channel i of a group removes it from all of them, so the model
+stays valid. Groups with an excluded layer (or the classifier, whose outputs are the classes) are
+left alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeshrink.architecture import dependency_graph
+from edgeshrink.errors import ConfigError
+from edgeshrink.measure.macs import flop_counter_macs as count_macs
+
+WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class ChannelGroup:
+    """Layers whose output channels are removed together, indexed by the root layer's output channels."""
+
+    root: str
+    layers: list[str]
+    channels: int
+    channel_groups: int = 1  # grouped convolutions: the same channels leave every group
+    importance: torch.Tensor | None = None
+
+
+def classifier_name(model: nn.Module, input_shape: Sequence[int]) -> str:
+    """The last weight layer to run in a forward pass: its outputs are the model's outputs."""
+    order: list[nn.Module] = []
+    handles = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod)) for m in model.modules()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    names = {m: n for n, m in model.named_modules()}
+    layers = [m for m in order if isinstance(m, WEIGHT_LAYERS)]
+    if not layers:
+        raise ConfigError("channels: the model has no Linear or Conv layers whose channels could be removed")
+    return names[layers[-1]]
+
+
+def find_groups(model: nn.Module, graph, ignored: list[nn.Module]) -> list[ChannelGroup]:
+    """Every group that contains no ignored layer, with its current channel count."""
+    names = {m: n for n, m in model.named_modules()}
+    groups = []
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[*WEIGHT_LAYERS]):
+        root = group[0].dep.target.module
+        layers, channel_groups = [], 1
+        for dep, _ in group:
+            module = dep.target.module
+            if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(module, WEIGHT_LAYERS):
+                layers.append(names[module])
+            if isinstance(module, nn.Conv2d) and 1 < module.groups < max(module.in_channels, module.out_channels):
+                channel_groups = max(channel_groups, module.groups)
+        groups.append(ChannelGroup(names[root], layers, graph.get_out_channels(root), channel_groups))
+    return groups
+
+
+def _scorer(criterion: str):
+    import torch_pruning as tp
+
+    if criterion == "bn_scale":
+        return tp.importance.BNScaleImportance()
+    if criterion == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.GroupMagnitudeImportance(p=1)
+
+
+def _accumulate_gradients(model: nn.Module, batches: list[Batch]) -> None:
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    for inputs, labels in batches:
+        F.cross_entropy(model(inputs), labels).backward()
+    model.train(was_training)
+
+
+def score_groups(
+    model: nn.Module, graph, groups: list[ChannelGroup], criterion: str, batches: list[Batch] | None
+) -> list[str]:
+    """Fill each group's per-channel importance; returns notes (groups scored by a fallback criterion).
+
+    l1: mean L1 norm of the channel's weights over the group's layers (Li et al. 2017);
+    bn_scale: |BatchNorm scale| (Liu et al. 2017, network slimming; groups without BatchNorm use l1);
+    taylor: |weight x gradient| of the loss on a few training batches (Molchanov et al. 2019).
+    """
+    if criterion == "taylor":
+        if not batches:
+            raise ConfigError("channels: criterion 'taylor' needs training batches; pass train_loader= or use 'l1'")
+        _accumulate_gradients(model, batches)
+    scorer, fallback = _scorer(criterion), _scorer("l1")
+    modules = dict(model.named_modules())
+    notes = []
+    with torch.no_grad():
+        for g in groups:
+            root = modules[g.root]
+            full = graph.get_pruning_group(root, graph.get_pruner_of_module(root).prune_out_channels, range(g.channels))
+            imp = scorer(full)
+            if imp is None:
+                imp = fallback(full)
+                notes.append(f"{criterion}: group {g.root} has no {criterion} statistics; ranked by l1")
+            imp = imp.detach().float().cpu()
+            g.importance = imp.view(g.channel_groups, -1).mean(0) if g.channel_groups > 1 else imp
+    if criterion == "taylor":
+        model.zero_grad(set_to_none=True)
+    return notes
+
+
+def keep_count(original: int, current: int, ratio: float, channel_groups: int = 1, round_to: int = 1) -> int:
+    """Channels a group keeps when `ratio` of its `original` channels go: rounded up to a multiple of
+    `round_to` and of `channel_groups`, at least one per channel group, never more than it has now."""
+    keep = original - round(original * ratio)
+    for multiple in (round_to, channel_groups):
+        keep = math.ceil(keep / multiple) * multiple
+    return min(current, max(keep, channel_groups))
+
+
+def remove_channels(
+    model: nn.Module,
+    graph,
+    groups: list[ChannelGroup],
+    ratios: dict[str, float],
+    originals: dict[str, int],
+    round_to: int = 1,
+) -> None:
+    """Remove the least important channels of every group in `ratios` (fractions of `originals`), in place."""
+    modules = dict(model.named_modules())
+    for g in groups:
+        if g.root not in ratios:
+            continue
+        root = modules[g.root]
+        current = graph.get_out_channels(root)
+        keep = keep_count(originals[g.root], current, ratios[g.root], g.channel_groups, round_to)
+        if keep >= current:
+            continue
+        per_group = current // g.channel_groups
+        drop = per_group - keep // g.channel_groups
+        order = torch.argsort(g.importance, stable=True)[:drop].tolist()
+        idxs = sorted(i + c * per_group for c in range(g.channel_groups) for i in order)
+        graph.get_pruning_group(root, graph.get_pruner_of_module(root).prune_out_channels, idxs).prune()
+
+
+def pruned_copy(
+    model: nn.Module,
+    groups: list[ChannelGroup],
+    ratios: dict[str, float],
+    originals: dict[str, int],
+    input_shape: Sequence[int],
+    round_to: int = 1,
+) -> nn.Module:
+    """A pruned deep copy (the model itself untouched), for trying an allocation."""
+    trial = copy.deepcopy(model)
+    remove_channels(trial, dependency_graph(trial, input_shape), groups, ratios, originals, round_to)
+    return trial
+
+
+def macs_after(
+    model: nn.Module,
+    groups: list[ChannelGroup],
+    ratios: dict[str, float],
+    originals: dict[str, int],
+    input_shape: Sequence[int],
+    round_to: int = 1,
+) -> int:
+    """MACs the model would have after `remove_channels` with these ratios."""
+    return count_macs(pruned_copy(model, groups, ratios, originals, input_shape, round_to), tuple(input_shape))

@@ -1,0 +1,255 @@
+"""Structured pruning: remove whole channels, so the model becomes physically smaller and faster.
+
+Channels are removed in coupled groups on torch-pruning's dependency graph (`channel_groups.py`), so
+residual additions, depthwise and grouped convolutions and concatenations stay consistent. How many
+each group loses:
+- mode "uniform": `ratio` of every group's channels (per-layer overrides in `per_layer`);
+- mode "sensitivity": each group is pruned alone at `sensitivity_ratios` and its accuracy drop
+  measured on a few training batches; a group gets the largest ratio whose drop stays within
+  `accuracy_budget` points (Li et al. 2017, "Pruning Filters for Efficient ConvNets").
+With `target_macs_reduction` the amount is searched instead: one ratio for all groups (uniform), or
+the smallest accuracy budget (sensitivity) that removes that fraction of the MACs. With `steps` > 1
+the amount grows linearly over the steps with `finetune` epochs after each (`final_epochs` after the
+last). Every removal is recorded as data (`StageRecord.edits`, and the run's `arch`), so the pruned
+model can be rebuilt from a file without pickles (`architecture.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from torch import nn
+
+from edgeshrink.architecture import dependency_graph, edits_from_history, with_channel_edits
+from edgeshrink.errors import ConfigError, ScopeError
+from edgeshrink.measure.macs import flop_counter_macs as count_macs
+from edgeshrink.scope import Scope, per_layer, select_layers
+from edgeshrink.stages.base import StageConfig, StageContext, StageRecord, register_stage
+from edgeshrink.stages.channel_groups import (
+    ChannelGroup,
+    classifier_name,
+    find_groups,
+    macs_after,
+    pruned_copy,
+    remove_channels,
+    score_groups,
+)
+from edgeshrink.train import TrainConfig, evaluate
+from edgeshrink.weights import has_parametrizations, prunable_weights
+
+
+class ChannelsConfig(StageConfig):
+    type: Literal["channels"] = "channels"
+    criterion: Literal["l1", "bn_scale", "taylor"] = "l1"
+    mode: Literal["uniform", "sensitivity"] = "uniform"
+    ratio: float = Field(0.3, description="uniform: fraction of every group's channels removed")
+    per_layer: dict[str, float] = Field(default_factory=dict, description="selector -> ratio of that layer's group")
+    target_macs_reduction: float | None = Field(None, description="search the amount that removes this MAC fraction")
+    accuracy_budget: float = Field(1.0, ge=0, description="sensitivity: accuracy points one group may cost")
+    sensitivity_ratios: list[float] = Field([0.2, 0.4, 0.6, 0.8], min_length=1)
+    max_ratio: float = Field(0.8, description="no searched or sensitivity ratio goes above this")
+    round_to: int = Field(1, ge=1, description="keep channel counts a multiple of this")
+    steps: int = Field(1, ge=1)
+    calibration_batches: int = Field(4, ge=1, description="training batches for taylor and sensitivity")
+    scope: Scope = Scope()
+    finetune: TrainConfig = TrainConfig(epochs=2)
+    final_epochs: int | None = Field(None, ge=0, description="epochs after the last step (default: finetune.epochs)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ChannelsConfig:
+        # ConfigError (not ValueError) so the Python API and recipes both get the one-line message.
+        checks = [("ratio", self.ratio), ("max_ratio", self.max_ratio)]
+        checks += [(f"per_layer[{k!r}]", v) for k, v in self.per_layer.items()]
+        checks += [("sensitivity_ratios", r) for r in self.sensitivity_ratios]
+        if self.target_macs_reduction is not None:
+            checks.append(("target_macs_reduction", self.target_macs_reduction))
+        for key, value in checks:
+            if not 0 <= value < 1:
+                raise ConfigError(
+                    f"channels: {key} = {value} must be in [0, 1): 1.0 would remove every channel; "
+                    "use a smaller fraction (or exclude the layer with scope.exclude)"
+                )
+        return self
+
+
+def _input_shape(ctx: StageContext) -> tuple[int, ...]:
+    if ctx.example_input is not None:
+        return tuple(ctx.example_input.shape[1:])
+    first = ctx.batches(1) if ctx.batches is not None else []
+    if first:
+        return tuple(first[0][0].shape[1:])
+    arch = ctx.extras.get("arch") or {}
+    if arch.get("channels"):
+        return tuple(arch["channels"]["input_shape"])
+    if arch.get("input_shape") or arch.get("model"):
+        from edgeshrink.models import model_entry
+
+        return tuple(arch.get("input_shape") or model_entry(arch["model"]).input_shape)
+    raise ConfigError("channels needs an example input to trace the model: pass val_loader= or train_loader=")
+
+
+def _group_ratios(model: nn.Module, cfg: ChannelsConfig, groups: list[ChannelGroup], layers) -> tuple[dict, set]:
+    """Each group's ratio: the smallest per-layer setting among its layers, else `ratio`; and the groups
+    that have a per-layer setting (kept fixed when the amount is searched)."""
+    explicit = per_layer(model, layers, cfg.per_layer, None, "channels")
+    ratios, fixed = {}, set()
+    for g in groups:
+        values = [explicit[n] for n in g.layers if explicit.get(n) is not None]
+        ratios[g.root] = min(values) if values else cfg.ratio
+        if values:
+            fixed.add(g.root)
+    return ratios, fixed
+
+
+def _accuracy(model: nn.Module, batches, ctx: StageContext) -> float:
+    if batches:
+        return evaluate(model, batches)
+    acc = ctx.accuracy(model)
+    if acc is None:
+        raise ConfigError("channels: mode 'sensitivity' needs data: pass train_loader= or val_loader=")
+    return acc
+
+
+def _sensitivity(model, cfg, groups, originals, shape, batches, ctx) -> dict[str, dict[float, float]]:
+    """Accuracy drop (points) of pruning each group alone at each ratio."""
+    base = _accuracy(model, batches, ctx)
+    curves = {}
+    for i, g in enumerate(groups, 1):
+        ctx.progress.line(f"[channels] sensitivity {i}/{len(groups)}: {g.root}")
+        curves[g.root] = {
+            r: base - _accuracy(pruned_copy(model, groups, {g.root: r}, originals, shape, cfg.round_to), batches, ctx)
+            for r in sorted(cfg.sensitivity_ratios)
+            if r <= cfg.max_ratio
+        }
+    return curves
+
+
+def _within_budget(curve: dict[float, float], budget: float) -> float:
+    """The largest ratio whose drop, and every smaller ratio's, stays within `budget` points."""
+    best = 0.0
+    for r in sorted(curve):
+        if curve[r] > budget:
+            break
+        best = r
+    return best
+
+
+def _search(candidates: list[float], allocate, macs_of, target: float) -> float:
+    """The smallest candidate (sorted ascending; MACs fall as it grows) whose allocation reaches `target`."""
+    lo, hi = 0, len(candidates) - 1
+    if macs_of(allocate(candidates[hi])) > target:
+        return candidates[hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if macs_of(allocate(candidates[mid])) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return candidates[lo]
+
+
+def _allocate(model, cfg, groups, settings, curves, originals, shape, macs0, fraction) -> tuple[dict[str, float], str]:
+    """Ratios for this step (fractions of the original channels) and a line saying how they were chosen."""
+    ratios, explicit = settings
+    fixed = {g.root: ratios[g.root] * fraction for g in groups if g.root in explicit}
+
+    def allocate(x: float) -> dict[str, float]:
+        if cfg.mode == "sensitivity":
+            chosen = {g.root: _within_budget(curves[g.root], x) for g in groups}
+        else:
+            chosen = {g.root: min(x, cfg.max_ratio) for g in groups}
+        return {**chosen, **fixed}
+
+    if cfg.target_macs_reduction is None:
+        if cfg.mode == "sensitivity":
+            base = allocate(cfg.accuracy_budget)
+            return {k: v * fraction for k, v in base.items()}, f"accuracy budget {cfg.accuracy_budget} points"
+        return {g.root: ratios[g.root] * fraction for g in groups}, f"ratio {cfg.ratio * fraction:g}"
+    target = macs0 * (1 - cfg.target_macs_reduction * fraction)
+
+    def macs_of(ratios: dict[str, float]) -> int:
+        return macs_after(model, groups, ratios, originals, shape, cfg.round_to)
+
+    if cfg.mode == "sensitivity":
+        candidates = sorted({0.0, *(d for c in curves.values() for d in c.values())})
+        chosen = _search(candidates, allocate, macs_of, target)
+        how = f"accuracy budget {chosen:.3f} points (smallest reaching {target:,.0f} MACs)"
+    else:
+        candidates = [i / 200 for i in range(int(cfg.max_ratio * 200) + 1)]
+        chosen = _search(candidates, allocate, macs_of, target)
+        how = f"uniform ratio {chosen:.3f} (smallest reaching {target:,.0f} MACs)"
+    return allocate(chosen), how
+
+
+@register_stage(ChannelsConfig)
+def channels(model: nn.Module, cfg: ChannelsConfig, ctx: StageContext) -> StageRecord:
+    if has_parametrizations(model):
+        raise ConfigError("channels needs plain weights: put the channels stage before prune/share in the recipe")
+    shape = _input_shape(ctx)
+    layers = select_layers(model, cfg.scope, "channels")
+    classifier = classifier_name(model, shape)
+    chosen = {n for n, _ in layers} - {classifier}
+    ignored = [m for n, m in prunable_weights(model) if n not in chosen]
+    graph = dependency_graph(model, shape)
+    groups = find_groups(model, graph, ignored)
+    if not groups:
+        raise ScopeError(
+            "channels: no channel group can be pruned (each contains an excluded layer or the classifier); "
+            "widen scope.include"
+        )
+    settings = _group_ratios(model, cfg, groups, [(n, m) for n, m in layers if n in chosen])
+    originals = {g.root: g.channels for g in groups}
+    macs0 = count_macs(model, shape)
+    needs_batches = cfg.criterion == "taylor" or cfg.mode == "sensitivity"
+    batches = ctx.batches(cfg.calibration_batches) if (needs_batches and ctx.batches) else None
+    notes = score_groups(model, graph, groups, cfg.criterion, batches)
+    curves = _sensitivity(model, cfg, groups, originals, shape, batches, ctx) if cfg.mode == "sensitivity" else {}
+    history: list[dict] = []
+    all_edits: list[dict] = []
+    for step in range(1, cfg.steps + 1):
+        if step > 1:  # importance after fine-tuning, on the current (already smaller) model
+            graph = dependency_graph(model, shape)
+            groups = find_groups(model, graph, ignored)
+            score_groups(model, graph, groups, cfg.criterion, batches)
+        ratios, how = _allocate(model, cfg, groups, settings, curves, originals, shape, macs0, step / cfg.steps)
+        remove_channels(model, graph, groups, ratios, originals, cfg.round_to)
+        edits = edits_from_history(graph.pruning_history())
+        ctx.extras["arch"] = with_channel_edits(ctx.extras.get("arch"), shape, edits)
+        all_edits += edits
+        macs = count_macs(model, shape)
+        notes.append(
+            f"step {step}/{cfg.steps}: {how}; MACs {macs0:,} -> {macs:,} ({100 * (1 - macs / macs0):.1f}% less)"
+        )
+        ctx.progress.line(f"[channels] {notes[-1]}")
+        train_cfg = cfg.finetune
+        if step == cfg.steps and cfg.final_epochs is not None:
+            train_cfg = train_cfg.model_copy(update={"epochs": cfg.final_epochs})
+        history += [{"step": step, **h} for h in ctx.train(model, train_cfg, f"channels {step}/{cfg.steps}")]
+    return StageRecord(
+        stage="channels",
+        config=cfg.model_dump(mode="json"),
+        layers=_rows(model, graph, groups, originals, curves),
+        accuracy=ctx.accuracy(model),
+        history=history,
+        edits=all_edits,
+        notes=notes,
+    )
+
+
+def _rows(model, graph, groups, originals, curves) -> list[dict]:
+    modules = dict(model.named_modules())
+    rows = []
+    for g in groups:
+        after = graph.get_out_channels(modules[g.root])
+        row = {
+            "group": g.root,
+            "layers": g.layers,
+            "channels": originals[g.root],
+            "kept": after,
+            "kept_percent": 100.0 * after / originals[g.root],
+        }
+        if curves:
+            row["sensitivity"] = {f"{r:g}": round(d, 3) for r, d in curves[g.root].items()}
+        rows.append(row)
+    return rows

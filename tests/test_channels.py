@@ -1,0 +1,206 @@
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from helpers import SmallNet, loaders
+from torch import nn
+
+import edgeshrink
+from edgeshrink.architecture import build_from_arch, replay_channel_edits
+from edgeshrink.checkpoints import load_checkpoint, save_checkpoint
+from edgeshrink.encode.container import load_into
+from edgeshrink.errors import ArchitectureMismatchError, ConfigError, ScopeError
+from edgeshrink.measure.macs import flop_counter_macs as count_macs
+from edgeshrink.recipes import Recipe
+from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
+from edgeshrink.stages.channels import ChannelsConfig
+from edgeshrink.tasks.zoo import create_model, list_models, model_entry
+from edgeshrink.train import TrainConfig, evaluate, fit
+
+NO_TRAINING = TrainConfig(epochs=0)
+
+
+def prune(model, shape, arch=None, batches=None, **settings):
+    """Apply the channels stage without fine-tuning; returns (record, arch with the edits)."""
+    ctx = StageContext(
+        finetune=None,
+        evaluate=None,
+        example_input=torch.zeros(1, *shape),
+        batches=(lambda n: batches[:n]) if batches else None,
+        extras={"arch": arch},
+    )
+    record = apply_stage(model, ChannelsConfig(finetune=NO_TRAINING, **settings), ctx)
+    return record, ctx.extras["arch"]
+
+
+def out_channels(model):
+    return {n: m.weight.shape[0] for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+
+
+def onnx_outputs(model, x, path, dynamo):
+    import onnxruntime as ort
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False, verbose=False)
+        else:  # the TorchScript exporter: the same graph for these models, 10x faster to run in tests
+            torch.onnx.export(model, (x,), str(path), dynamo=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_zoo_model_loses_30_percent_of_its_channels(name, tmp_path):
+    torch.manual_seed(0)
+    shape = model_entry(name).input_shape
+    arch = {"model": name, "model_kwargs": {"num_classes": 10}}
+    model = create_model(name, num_classes=10).eval()
+    for m in model.modules():  # non-trivial BatchNorm statistics, so a wrong channel mapping shows
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    before, macs_before = out_channels(model), count_macs(model, shape)
+    record, arch = prune(model, shape, arch, ratio=0.3)
+    after = out_channels(model)
+    for row in record.layers:  # every pruned group kept 70% of its channels (rounded)
+        assert row["kept"] == row["channels"] - round(0.3 * row["channels"]) or row["kept"] == 1
+        for layer in row["layers"]:
+            assert after[layer] == row["kept"] and before[layer] == row["channels"]
+    assert count_macs(model, shape) < macs_before
+    classifier = list(after)[-1] if name != "squeezenet1_1" else "classifier"
+    assert after[classifier] == before[classifier] == 10
+
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        expected = model(x)
+    assert expected.shape == (3, 10) and torch.isfinite(expected).all()
+    np.testing.assert_allclose(onnx_outputs(model, x, tmp_path / "m.onnx", dynamo=False), expected.numpy(), atol=1e-4)
+
+    # the edit history rebuilds the pruned architecture from data alone: same shapes, same outputs
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rebuilt = load_into(build_from_arch(arch), state).eval()
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), expected)
+
+
+def test_dynamo_export_of_a_pruned_resnet_matches(tmp_path):
+    model = create_model("resnet8", width=2).eval()
+    prune(model, (1, 28, 28), ratio=0.3)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(onnx_outputs(model, x, tmp_path / "r.onnx", dynamo=True), expected, atol=1e-4)
+
+
+def test_replay_over_several_steps_and_stages_gives_identical_models(tmp_path):
+    torch.manual_seed(1)
+    shape = (1, 28, 28)
+    model = create_model("squeezenet1_1").eval()  # concatenations: the hardest index bookkeeping
+    _, arch = prune(model, shape, {"model": "squeezenet1_1"}, ratio=0.4, steps=2)
+    _, arch = prune(model, shape, arch, ratio=0.2, criterion="l1")  # a second stage appends its edits
+    save_checkpoint(tmp_path / "c.pt", model, arch)
+    ckpt = load_checkpoint(tmp_path / "c.pt")  # weights_only: the edits are plain data
+    rebuilt = load_into(build_from_arch(ckpt["arch"], state=ckpt["state_dict"]), ckpt["state_dict"]).eval()
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+    with pytest.raises(ArchitectureMismatchError, match="does not have"):
+        replay_channel_edits(create_model("resnet8"), arch["channels"])
+
+
+def test_mac_target_is_reached_by_the_smallest_uniform_ratio():
+    shape = (1, 8, 8)
+    model = create_model("digits-cnn")
+    macs0 = count_macs(model, shape)
+    record, _ = prune(model, shape, target_macs_reduction=0.5)
+    macs = count_macs(model, shape)
+    assert 0.4 * macs0 < macs <= 0.5 * macs0
+    ratio = float(record.notes[-1].split("uniform ratio ")[1].split()[0])
+    smaller = create_model("digits-cnn")
+    prune(smaller, shape, ratio=ratio - 0.005)
+    assert count_macs(smaller, shape) > 0.5 * macs0
+
+
+def test_bn_scale_keeps_the_channels_with_the_largest_scales():
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)
+    )
+    gammas = torch.tensor([0.9, -0.1, 0.5, 0.05, -2.0, 0.3, 0.01, 1.2])
+    model[1].weight.data.copy_(gammas)
+    prune(model, (1, 8, 8), ratio=0.5, criterion="bn_scale")
+    kept = torch.topk(gammas.abs(), 4).indices.sort().values
+    assert torch.equal(model[1].weight.data, gammas[kept])
+    assert model[0].out_channels == 4 and model[5].in_features == 4
+
+
+def test_taylor_uses_gradients_and_needs_data():
+    train, _ = loaders()
+    batches = list(train)
+    model = SmallNet()
+    with pytest.raises(ConfigError, match="taylor.*train_loader"):
+        prune(copy.deepcopy(model), (1, 8, 8), ratio=0.5, criterion="taylor")
+    record, _ = prune(model, (1, 8, 8), batches=batches, ratio=0.5, criterion="taylor")
+    assert model.conv.out_channels == 2 and model.fc1.out_features == 16
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_sensitivity_gives_each_group_the_largest_ratio_within_budget():
+    torch.manual_seed(0)
+    train, _ = loaders()
+    model = SmallNet()
+    fit(model, train, TrainConfig(epochs=3, lr=3e-3), progress=None)
+    batches = list(train)[:3]
+    budget = 2.0
+    record, _ = prune(copy.deepcopy(model), (1, 8, 8), batches=batches, mode="sensitivity", accuracy_budget=budget)
+    for row in record.layers:
+        curve = {float(r): d for r, d in row["sensitivity"].items()}
+        removed = 1 - row["kept"] / row["channels"]
+        allowed = [r for r in sorted(curve) if all(curve[q] <= budget for q in curve if q <= r)]
+        assert removed == pytest.approx(max(allowed, default=0.0), abs=0.5 / row["channels"])
+    # a MAC target in sensitivity mode searches the budget: more reduction needs a larger budget
+    small, _ = prune(copy.deepcopy(model), (1, 8, 8), batches=batches, mode="sensitivity", target_macs_reduction=0.2)
+    large, _ = prune(copy.deepcopy(model), (1, 8, 8), batches=batches, mode="sensitivity", target_macs_reduction=0.6)
+    budget_of = [float(r.notes[-1].split("accuracy budget ")[1].split()[0]) for r in (small, large)]
+    assert budget_of[0] <= budget_of[1]
+
+
+@pytest.mark.parametrize(
+    "settings, error, message",
+    [
+        ({"scope": {"include": ["conv9"]}}, ScopeError, "'conv9' matches no layer"),
+        ({"per_layer": {"layer9.conv": 0.5}}, ScopeError, "'layer9.conv' matches no selected layer"),
+        ({"scope": {"exclude": ["conv", "fc1"]}}, ScopeError, "no channel group can be pruned"),
+    ],
+)
+def test_unknown_layers_are_one_line_errors(settings, error, message):
+    with pytest.raises(error, match=message) as err:
+        prune(SmallNet(), (1, 8, 8), **settings)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("settings", [{"ratio": 1.0}, {"per_layer": {"conv": 1.0}}, {"target_macs_reduction": 1.0}])
+def test_removing_every_channel_is_refused(settings):
+    with pytest.raises(ConfigError, match="must be in \\[0, 1\\): 1.0 would remove every channel"):
+        ChannelsConfig(**settings)
+    with pytest.raises(ConfigError, match="would remove every channel"):
+        parse_stage({"type": "channels", **settings})
+
+
+def test_compress_with_channels_and_distillation_rebuilds_from_the_container(tmp_path):
+    torch.manual_seed(0)
+    train, val = loaders()
+    model = SmallNet()
+    fit(model, train, TrainConfig(epochs=2, lr=3e-3), progress=None)
+    finetune = TrainConfig(epochs=1, lr=1e-3, distill={"temperature": 2.0, "alpha": 0.5})
+    recipe = Recipe(name="t", stages=[ChannelsConfig(ratio=0.5, finetune=finetune), parse_stage({"type": "encode"})])
+    result = edgeshrink.compress(model, recipe, train_loader=train, val_loader=val, out=tmp_path, progress=False)
+    stage = result.report["stages"][0]
+    assert stage["edits"] and stage["history"][0]["epoch"] == 1
+    assert result.report["arch"]["channels"]["edits"] == stage["edits"]
+    assert stage["parameters"] < result.report["baseline"]["parameters"]
+    restored = edgeshrink.unpack(result.path, SmallNet())  # a fresh unpruned instance: the edits are replayed
+    assert evaluate(restored, val) == result.report["container"]["accuracy"] == evaluate(result.model, val)

@@ -1,0 +1,82 @@
+import re
+
+import numpy as np
+import pytest
+import torch
+from helpers import SmallNet, blobs, loaders
+from typer.testing import CliRunner
+
+from edgeshrink.cli import app
+from edgeshrink.distillation import distill_student
+from edgeshrink.errors import ConfigError
+from edgeshrink.tasks.data import TensorLoader
+from edgeshrink.train import DistillConfig, TrainConfig, distillation_loss, evaluate, fit
+
+
+def hand_distillation_loss(student, teacher, labels, t, alpha):
+    """Hinton et al.'s loss written out in numpy: alpha T^2 KL(p_teacher || p_student) + (1 - alpha) CE."""
+
+    def log_softmax(z):
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    log_p_student, log_p_teacher = log_softmax(student / t), log_softmax(teacher / t)
+    kl = (np.exp(log_p_teacher) * (log_p_teacher - log_p_student)).sum(axis=1).mean()
+    cross_entropy = -log_softmax(student)[np.arange(len(labels)), labels].mean()
+    return alpha * t * t * kl + (1 - alpha) * cross_entropy
+
+
+@pytest.mark.parametrize("t, alpha", [(1.0, 0.5), (4.0, 0.9), (2.5, 0.0), (8.0, 1.0)])
+def test_distillation_loss_equals_a_hand_computation(t, alpha):
+    rng = np.random.default_rng(0)
+    student, teacher = rng.normal(0, 3, (6, 5)), rng.normal(0, 3, (6, 5))
+    labels = rng.integers(0, 5, 6)
+    got = distillation_loss(torch.tensor(student), torch.tensor(teacher), torch.tensor(labels), t, alpha)
+    assert float(got) == pytest.approx(hand_distillation_loss(student, teacher, labels, t, alpha), rel=1e-10)
+
+
+def test_student_learns_from_the_teacher_not_the_labels():
+    torch.manual_seed(0)
+    train, val = loaders()
+    teacher = SmallNet()
+    fit(teacher, train, TrainConfig(epochs=4, lr=3e-3), progress=None)
+    assert evaluate(teacher, val) > 90
+    x, _ = blobs()
+    noise = torch.randint(0, 3, (len(x),), generator=torch.Generator().manual_seed(5))  # labels carry nothing
+    noisy = TensorLoader(x, noise, 32, shuffle=True)
+    accuracy = {}
+    for alpha in (1.0, 0.0):  # soft targets only, then labels only
+        torch.manual_seed(1)
+        student = SmallNet()
+        cfg = TrainConfig(epochs=4, lr=3e-3, distill=DistillConfig(temperature=2.0, alpha=alpha))
+        distill_student(teacher, student, noisy, cfg, progress=None)
+        accuracy[alpha] = evaluate(student, val)
+    assert accuracy[1.0] > 85 and accuracy[1.0] > accuracy[0.0] + 30
+
+
+def test_student_with_other_classes_is_refused():
+    train, _ = loaders()
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))
+    with pytest.raises(ConfigError, match="num_classes"):
+        distill_student(SmallNet(), student, train, TrainConfig(epochs=1))
+
+
+def test_distill_command_trains_a_zoo_student_that_evaluate_rebuilds(tmp_path):
+    from edgeshrink.checkpoints import save_checkpoint
+    from edgeshrink.tasks.registry import load_task
+
+    runner = CliRunner()
+    teacher = tmp_path / "teacher.pt"  # an untrained teacher: this test is about the command's plumbing
+    save_checkpoint(teacher, load_task("digits-cnn").build_model(), load_task("digits-cnn").arch)
+    student = tmp_path / "student.pt"
+    args = ["distill", "--teacher", teacher, "--task", "digits-cnn", "--student", "ds-cnn"]
+    run = runner.invoke(app, [*map(str, args), "--student-width", "0.25", "--epochs", "1", "--out", str(student), "-q"])
+    assert run.exit_code == 0, run.output
+    accuracy = re.search(r"student ds-cnn \(([\d,]+) parameters\) test accuracy ([\d.]+)%", run.output)
+    evaluated = runner.invoke(app, ["evaluate", str(student)])  # architecture from the checkpoint alone
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"test accuracy {accuracy.group(2)}%" in evaluated.output
+    from edgeshrink.tasks.zoo import create_model
+
+    expected = create_model("ds-cnn", input_shape=(1, 8, 8), width=0.25, num_classes=10)
+    assert int(accuracy.group(1).replace(",", "")) == sum(p.numel() for p in expected.parameters())
