@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -20,11 +21,29 @@ def task_data_dir(root: Path, task: Task) -> Path:
     return root / DATA_SUBDIRS["fashion" if task.name.startswith("fashion") else "mnist"]
 
 
-def baseline(task_name: str, data, cache_dir: Path, seed: int, progress: Progress):
+def baseline(
+    task_name: str,
+    data,
+    cache_dir: Path,
+    seed: int,
+    progress: Progress,
+    epochs: int | None = None,
+    train_subset: int | None = None,
+    validate: bool = True,
+):
     """The trained baseline from the cache, or trained now with the task's own setup (and cached).
-    Returns (model, seconds spent training, whether it came from the cache)."""
+    Returns (model, seconds spent training, whether it came from the cache).
+
+    `epochs` and `train_subset` override the task's (and then name the cache file); `validate=False`
+    skips the per-epoch test-set accuracy (slow for large models).
+    """
     task = load_task(task_name)
-    path = cache_dir / f"{task_name}-seed{seed}.pt"
+    if epochs is not None:
+        task = dataclasses.replace(task, train=task.train.model_copy(update={"epochs": epochs}))
+    if train_subset is not None:
+        task = dataclasses.replace(task, train_subset=train_subset)
+    tag = "".join(f"-{k}{v}" for k, v in (("e", epochs), ("n", train_subset)) if v is not None)
+    path = cache_dir / f"{task_name}-seed{seed}{tag}.pt"
     if path.is_file():
         return load_into(task.build_model(), load_checkpoint(path)["state_dict"], str(path)), 0.0, True
     started = time.perf_counter()
@@ -32,12 +51,12 @@ def baseline(task_name: str, data, cache_dir: Path, seed: int, progress: Progres
     model = task.build_model()
     fit(
         model,
-        task.train_loader(data, seed=seed),
+        task.train_loader(data, seed),
         task.train,
-        data.test.loader(1000),
+        data.test.loader(1000) if validate else None,
         stage=f"{task_name} baseline",
         progress=progress,
     )
     seconds = time.perf_counter() - started
-    save_checkpoint(path, model, task.arch, evaluate(model, data.test.loader(1000)))
+    save_checkpoint(path, model, task.arch, evaluate(model, data.test.loader(1000)) if validate else None)
     return model, seconds, False

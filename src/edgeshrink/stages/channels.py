@@ -16,6 +16,7 @@ model can be rebuilt from a file without pickles (`architecture.py`).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -28,9 +29,10 @@ from edgeshrink.scope import Scope, per_layer, select_layers
 from edgeshrink.stages.base import StageConfig, StageContext, StageRecord, register_stage
 from edgeshrink.stages.channel_groups import (
     ChannelGroup,
+    MacEstimator,
     classifier_name,
     find_groups,
-    macs_after,
+    keep_count,
     pruned_copy,
     remove_channels,
     score_groups,
@@ -49,7 +51,7 @@ class ChannelsConfig(StageConfig):
     accuracy_budget: float = Field(1.0, ge=0, description="sensitivity: accuracy points one group may cost")
     sensitivity_ratios: list[float] = Field([0.2, 0.4, 0.6, 0.8], min_length=1)
     max_ratio: float = Field(0.8, description="no searched or sensitivity ratio goes above this")
-    round_to: int = Field(1, ge=1, description="keep channel counts a multiple of this")
+    round_to: int = Field(8, ge=1, description="keep channel counts a multiple of this (8: ONNX Runtime's blocks)")
     steps: int = Field(1, ge=1)
     calibration_batches: int = Field(4, ge=1, description="training batches for taylor and sensitivity")
     scope: Scope = Scope()
@@ -149,37 +151,65 @@ def _search(candidates: list[float], allocate, macs_of, target: float) -> float:
     return candidates[lo]
 
 
-def _allocate(model, cfg, groups, settings, curves, originals, shape, macs0, fraction) -> tuple[dict[str, float], str]:
+def _give_back(ratios: dict[str, float], groups, fixed, originals, cfg, macs_of, target: float) -> dict[str, float]:
+    """Return channels to groups, one rounding step at a time (most-pruned group first), while the MAC
+    target still holds: with `round_to` the channel counts move in jumps, so the smallest common ratio
+    overshoots the target (57% instead of 50% fewer MACs on ResNet-8 x4 with round_to = 8)."""
+    ratios = dict(ratios)
+    improved = True
+    while improved:
+        improved = False
+        for g in sorted(groups, key=lambda g: -ratios[g.root]):
+            if g.root in fixed:
+                continue
+            original = originals[g.root]
+            keep = keep_count(original, g.channels, ratios[g.root], g.channel_groups, cfg.round_to)
+            more = keep + math.lcm(cfg.round_to, g.channel_groups)
+            if more > g.channels:
+                continue
+            trial = {**ratios, g.root: 1 - more / original}
+            if macs_of(trial) <= target:
+                ratios, improved = trial, True
+    return ratios
+
+
+def _allocate(model, graph, cfg, groups, settings, curves, originals, shape, macs0, fraction) -> tuple[dict, str]:
     """Ratios for this step (fractions of the original channels) and a line saying how they were chosen."""
     ratios, explicit = settings
     fixed = {g.root: ratios[g.root] * fraction for g in groups if g.root in explicit}
 
-    def allocate(x: float) -> dict[str, float]:
+    def allocate(x: float, scale: float = 1.0) -> dict[str, float]:
         if cfg.mode == "sensitivity":
-            chosen = {g.root: _within_budget(curves[g.root], x) for g in groups}
+            chosen = {g.root: _within_budget(curves[g.root], x) * scale for g in groups}
         else:
-            chosen = {g.root: min(x, cfg.max_ratio) for g in groups}
+            chosen = {g.root: min(x, cfg.max_ratio) * scale for g in groups}
         return {**chosen, **fixed}
 
     if cfg.target_macs_reduction is None:
         if cfg.mode == "sensitivity":
-            base = allocate(cfg.accuracy_budget)
-            return {k: v * fraction for k, v in base.items()}, f"accuracy budget {cfg.accuracy_budget} points"
+            return allocate(cfg.accuracy_budget, fraction), f"accuracy budget {cfg.accuracy_budget} points"
         return {g.root: ratios[g.root] * fraction for g in groups}, f"ratio {cfg.ratio * fraction:g}"
     target = macs0 * (1 - cfg.target_macs_reduction * fraction)
 
+    estimate = MacEstimator(model, graph, shape)
+
     def macs_of(ratios: dict[str, float]) -> int:
-        return macs_after(model, groups, ratios, originals, shape, cfg.round_to)
+        return estimate(groups, ratios, originals, cfg.round_to)
 
     if cfg.mode == "sensitivity":
         candidates = sorted({0.0, *(d for c in curves.values() for d in c.values())})
         chosen = _search(candidates, allocate, macs_of, target)
-        how = f"accuracy budget {chosen:.3f} points (smallest reaching {target:,.0f} MACs)"
+        how = f"accuracy budget {chosen:.3f} points"
     else:
         candidates = [i / 200 for i in range(int(cfg.max_ratio * 200) + 1)]
         chosen = _search(candidates, allocate, macs_of, target)
-        how = f"uniform ratio {chosen:.3f} (smallest reaching {target:,.0f} MACs)"
-    return allocate(chosen), how
+        how = f"uniform ratio {chosen:.3f}"
+    found = allocate(chosen)
+    if macs_of(found) > target:
+        return found, f"{how} (max_ratio {cfg.max_ratio} stops short of {target:,.0f} MACs)"
+    return _give_back(
+        found, groups, fixed, originals, cfg, macs_of, target
+    ), f"{how}, then channels given back while under {target:,.0f} MACs"
 
 
 @register_stage(ChannelsConfig)
@@ -212,7 +242,7 @@ def channels(model: nn.Module, cfg: ChannelsConfig, ctx: StageContext) -> StageR
             graph = dependency_graph(model, shape)
             groups = find_groups(model, graph, ignored)
             score_groups(model, graph, groups, cfg.criterion, batches)
-        ratios, how = _allocate(model, cfg, groups, settings, curves, originals, shape, macs0, step / cfg.steps)
+        ratios, how = _allocate(model, graph, cfg, groups, settings, curves, originals, shape, macs0, step / cfg.steps)
         remove_channels(model, graph, groups, ratios, originals, cfg.round_to)
         edits = edits_from_history(graph.pruning_history())
         ctx.extras["arch"] = with_channel_edits(ctx.extras.get("arch"), shape, edits)

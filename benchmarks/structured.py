@@ -1,0 +1,371 @@
+"""Structured pruning and distillation on Fashion-MNIST: smaller and really faster models.
+
+    python benchmarks/structured.py --data-dir ../shared/data/fashion-mnist --out results.json
+
+For ResNet-8 at 4x width and MobileNetV2: train the baseline (or load it from --cache-dir), remove
+channels until the MACs fall by --target-macs-reduction (the `channels` stage), fine-tune the pruned
+model without and with distillation from the baseline, and measure accuracy on the 10,000 test
+images, parameters, MACs, .onnx bytes and ONNX Runtime latency at batch 1 and 32 (every model's
+session timed interleaved with the others in this one process). Then ResNet-8 at 1x width is
+trained from scratch and distilled from the 4x teacher with the same epochs. Writes JSON and prints
+markdown tables.
+
+Defaults (5,000 training images, 5 baseline epochs, 2 fine-tuning epochs) take roughly 35-50 minutes
+on 2 idle x86 cores the first time; baselines are cached in --cache-dir, so later runs skip about
+half of that. For a smoke test: --train-subset 256 --baseline-epochs 1 --finetune-epochs 1
+--test-subset 500 --runs 5 (about 2.5 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import itertools
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import baseline
+
+import edgeshrink
+from edgeshrink.architecture import build_from_arch
+from edgeshrink.checkpoints import save_checkpoint
+from edgeshrink.encode.container import load_into
+from edgeshrink.measure.macs import flop_counter_macs as count_macs
+from edgeshrink.report.provenance import environment
+from edgeshrink.stages.base import StageContext, apply_stage
+from edgeshrink.stages.channels import ChannelsConfig
+from edgeshrink.tasks.data import Split
+from edgeshrink.tasks.registry import load_task
+from edgeshrink.tasks.zoo import create_model
+from edgeshrink.train import DistillConfig, Progress, TrainConfig, evaluate, fit, seed_everything
+
+TASKS = {"resnet8x4": "fashion-resnet8x4", "mobilenetv2": "fashion-mobilenetv2"}
+BATCH_SIZES = (1, 32)
+
+
+# ---------------------------------------------------------------- ONNX export and timing
+# Kept small and local: the library's `edgeshrink.export` module will take these over.
+
+
+def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> dict:
+    """Export with a dynamic batch dimension; check ONNX Runtime against PyTorch at every timed batch size."""
+    import onnxruntime as ort
+
+    model = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)
+    x = torch.randn(1, *input_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (x,), str(path), dynamo=True, external_data=False, dynamic_shapes=({0: "batch"},), verbose=False
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for b in BATCH_SIZES:
+        xb = torch.randn(b, *input_shape)
+        with torch.no_grad():
+            expected = model(xb).numpy()
+        got = session.run(None, {session.get_inputs()[0].name: xb.numpy()})[0]
+        worst = max(worst, float(np.abs(got - expected).max()))
+    if worst > 1e-3:
+        raise RuntimeError(f"{path.name}: ONNX Runtime differs from PyTorch by {worst:g}")
+    return {"path": str(path), "bytes": path.stat().st_size, "max_abs_diff_vs_torch": worst}
+
+
+def time_sessions(paths: dict[str, Path], input_shape: tuple[int, ...], runs: int, warmup: int, threads: int) -> dict:
+    """Median and p90 latency (ms) of every model at every batch size, all sessions interleaved run by run.
+
+    Spinning is off: idle threads of one session would otherwise spin against the session being timed.
+    """
+    import onnxruntime as ort
+
+    sessions = {}
+    for name, path in paths.items():
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sessions[name] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    inputs = {b: rng.standard_normal((b, *input_shape)).astype(np.float32) for b in BATCH_SIZES}
+    jobs = [(name, b) for name in sessions for b in BATCH_SIZES]
+    feed = {name: s.get_inputs()[0].name for name, s in sessions.items()}
+    for name, b in jobs:
+        for _ in range(warmup):
+            sessions[name].run(None, {feed[name]: inputs[b]})
+    samples: dict[tuple[str, int], list[float]] = {job: [] for job in jobs}
+    for r in range(runs):
+        for name, b in jobs[r % len(jobs) :] + jobs[: r % len(jobs)]:  # rotate the order every round
+            started = time.perf_counter()
+            sessions[name].run(None, {feed[name]: inputs[b]})
+            samples[(name, b)].append((time.perf_counter() - started) * 1000)
+    out: dict[str, dict] = {name: {} for name in sessions}
+    for (name, b), values in samples.items():
+        out[name][f"batch{b}"] = {
+            "median_ms": float(np.median(values)),
+            "p90_ms": float(np.percentile(values, 90)),
+            "runs": len(values),
+        }
+    return out
+
+
+# ---------------------------------------------------------------- the experiment
+
+
+def finetune_config(epochs: int, distill: bool) -> TrainConfig:
+    return TrainConfig(
+        epochs=epochs,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=5e-4,
+        distill=DistillConfig(temperature=4.0, alpha=0.9) if distill else None,
+    )
+
+
+def eval_split(data, n: int | None) -> Split:
+    return data.test if n is None else data.test.subset(n, seed=0)
+
+
+def with_subset(task, n: int | None):
+    """The task, training on `n` images instead of its own subset when `n` is given."""
+    return task if n is None else dataclasses.replace(task, train_subset=n)
+
+
+def figures(model: torch.nn.Module, shape: tuple[int, ...]) -> dict:
+    return {"parameters": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, shape)}
+
+
+def run_model(name: str, args, progress: Progress, onnx_paths: dict[str, Path]) -> tuple[dict, torch.nn.Module]:
+    """Baseline, pruning, fine-tuning with and without distillation for one model; returns (entry, baseline)."""
+    task = load_task(TASKS[name])
+    data = task.data(args.data_dir)
+    test = eval_split(data, args.test_subset).loader(1000)
+    shape = task.input_shape
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    model, train_seconds, cached = baseline(
+        task.name, data, args.cache_dir, args.seed, progress, args.baseline_epochs, args.train_subset, validate=False
+    )
+    seconds["baseline_training"] = train_seconds
+    model.eval()
+    entry: dict = {"model": name, "task": task.name, "baseline_cached": cached}
+    entry["baseline"] = {"accuracy": evaluate(model, test), **figures(model, shape)}
+
+    train = with_subset(task, args.train_subset).train_loader(data, args.seed)
+    t0 = time.perf_counter()
+    pruned = copy.deepcopy(model)
+    ctx = StageContext(
+        finetune=None,
+        evaluate=None,
+        progress=progress,
+        example_input=data.test.inputs[:1],
+        batches=lambda n: list(itertools.islice(iter(train), n)),
+        extras={"arch": task.arch},
+    )
+    cfg = ChannelsConfig(
+        criterion=args.criterion,
+        target_macs_reduction=args.target_macs_reduction,
+        round_to=args.round_to,
+        finetune=TrainConfig(epochs=0),
+    )
+    record = apply_stage(pruned, cfg, ctx)
+    arch = ctx.extras["arch"]
+    seconds["pruning"] = time.perf_counter() - t0
+    after_pruning = evaluate(pruned, test)
+
+    variants = {}
+    for label, distill in (("finetuned", False), ("distilled", True)):
+        t0 = time.perf_counter()
+        tuned = copy.deepcopy(pruned)
+        seed_everything(args.seed)
+        fit(tuned, train, finetune_config(args.finetune_epochs, distill), stage=f"{name} {label}", progress=progress,
+            teacher=model if distill else None)  # fmt: skip
+        seconds[f"finetune_{label}"] = time.perf_counter() - t0
+        variants[label] = tuned.eval()
+
+    # The pruned architecture rebuilt from its recorded edits alone computes the same outputs (up to the
+    # rounding of another memory layout: the trained model runs channels-last).
+    out_dir = args.runs_dir / name
+    save_checkpoint(out_dir / "pruned-distilled.pt", variants["distilled"], arch, None)
+    rebuilt = load_into(build_from_arch(arch), variants["distilled"].state_dict()).eval()
+    x = data.test.inputs[:8]
+    with torch.no_grad():
+        rebuild_diff = float((rebuilt(x) - variants["distilled"](x)).abs().max())
+
+    entry["pruned"] = {
+        **figures(variants["distilled"], shape),
+        "accuracy_after_pruning": after_pruning,
+        "accuracy_finetuned": evaluate(variants["finetuned"], test),
+        "accuracy_distilled": evaluate(variants["distilled"], test),
+        "finetune_epochs": args.finetune_epochs,
+        "channels_stage": {"notes": record.notes, "groups": record.layers, "edits": len(record.edits)},
+        "rebuilt_from_edits_max_abs_diff": rebuild_diff,
+        "checkpoint": str(out_dir / "pruned-distilled.pt"),
+    }
+    entry["pruned"]["macs_ratio"] = entry["pruned"]["macs"] / entry["baseline"]["macs"]
+    for key, m in (("baseline", model), ("pruned", variants["distilled"])):
+        path = out_dir / f"{key}.onnx"
+        entry[key]["onnx"] = export_onnx(m, shape, path)
+        onnx_paths[f"{name}/{key}"] = path
+    seconds["total"] = time.perf_counter() - started
+    entry["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    return entry, model
+
+
+def run_student(teacher: torch.nn.Module, args, progress: Progress, onnx_paths: dict[str, Path]) -> dict:
+    """ResNet-8 at 1x width: from scratch and distilled from the 4x teacher, same epochs and seed."""
+    task = load_task(TASKS["resnet8x4"])
+    data = task.data(args.data_dir)
+    test = eval_split(data, args.test_subset).loader(1000)
+    task = with_subset(task, args.train_subset)
+    cfg = task.train.model_copy(update={"epochs": args.student_epochs})
+    out: dict = {"student": "resnet8 (width 1)", "teacher": "resnet8x4 baseline", "epochs": args.student_epochs}
+    for label, distill in (("scratch", False), ("distilled", True)):
+        started = time.perf_counter()
+        seed_everything(args.seed)
+        student = create_model("resnet8", input_shape=task.input_shape)
+        train_cfg = cfg.model_copy(update={"distill": DistillConfig(temperature=4.0, alpha=0.9) if distill else None})
+        fit(student, task.train_loader(data, args.seed), train_cfg, stage=f"student {label}", progress=progress,
+            teacher=teacher if distill else None)  # fmt: skip
+        out[f"accuracy_{label}"] = evaluate(student, test)
+        out[f"seconds_{label}"] = round(time.perf_counter() - started, 1)
+    out.update(figures(student, task.input_shape))
+    out["teacher_accuracy"] = evaluate(teacher, test)
+    out["onnx"] = export_onnx(student, task.input_shape, args.runs_dir / "student.onnx")
+    onnx_paths["student/resnet8"] = args.runs_dir / "student.onnx"
+    out["distilled_beats_scratch"] = out["accuracy_distilled"] > out["accuracy_scratch"]
+    return out
+
+
+def add_latency(entries: list[dict], student: dict | None, latency: dict) -> None:
+    for e in entries:
+        for key in ("baseline", "pruned"):
+            e[key]["latency"] = latency[f"{e['model']}/{key}"]
+        ratio = {
+            b: e["pruned"]["latency"][b]["median_ms"] / e["baseline"]["latency"][b]["median_ms"]
+            for b in e["baseline"]["latency"]
+        }
+        e["pruned"]["latency_ratio"] = ratio
+        e["issue_targets"] = {
+            "latency_ratio_at_most_0.6": all(r <= 0.6 for r in ratio.values()),
+            "distilled_within_0.5_points": e["pruned"]["accuracy_distilled"] >= e["baseline"]["accuracy"] - 0.5,
+        }
+    if student is not None:
+        student["latency"] = latency["student/resnet8"]
+
+
+def markdown(entries: list[dict], student: dict | None) -> str:
+    lines = [
+        "| model | variant | accuracy | parameters | MACs | .onnx KB | ORT batch 1 ms (p90) | ORT batch 32 ms (p90) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def lat(v: dict, b: str, ratio: dict | None) -> str:
+        text = f"{v['latency'][b]['median_ms']:.2f} ({v['latency'][b]['p90_ms']:.2f})"
+        return text + (f", {ratio[b]:.2f}x" if ratio else "")
+
+    for e in entries:
+        b, p = e["baseline"], e["pruned"]
+        lines.append(
+            f"| {e['model']} | unpruned | {b['accuracy']:.2f}% | {b['parameters']:,} | {b['macs'] / 1e6:.1f}M | "
+            f"{b['onnx']['bytes'] / 1000:.0f} | {lat(b, 'batch1', None)} | {lat(b, 'batch32', None)} |"
+        )
+        arch = (
+            f"{p['parameters']:,} | {p['macs'] / 1e6:.1f}M ({p['macs_ratio']:.2f}x) | {p['onnx']['bytes'] / 1000:.0f}"
+        )
+        timing = f"{lat(p, 'batch1', p['latency_ratio'])} | {lat(p, 'batch32', p['latency_ratio'])}"
+        for label, key in (
+            ("channels removed", "accuracy_after_pruning"),
+            (f"+ fine-tune {p['finetune_epochs']} ep", "accuracy_finetuned"),
+            (f"+ fine-tune {p['finetune_epochs']} ep, distilled", "accuracy_distilled"),
+        ):
+            lines.append(f"| {e['model']} | {label} | {p[key]:.2f}% | {arch} | {timing} |")
+    if student is not None:
+        lines += [
+            "",
+            "| student | parameters | MACs | epochs | from scratch | distilled from resnet8x4 | teacher |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            f"| {student['student']} | {student['parameters']:,} | {student['macs'] / 1e6:.1f}M | "
+            f"{student['epochs']} | {student['accuracy_scratch']:.2f}% | {student['accuracy_distilled']:.2f}% | "
+            f"{student['teacher_accuracy']:.2f}% |",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--data-dir", type=Path, required=True, help="folder with the Fashion-MNIST IDX files")
+    parser.add_argument("--out", type=Path, default=Path("results.json"))
+    parser.add_argument("--models", default="resnet8x4,mobilenetv2")
+    parser.add_argument("--baseline-epochs", type=int, default=5, help="epochs of baseline training")
+    parser.add_argument("--train-subset", type=int, default=5000, help="training images (a fixed random subset)")
+    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--student-epochs", type=int, default=None, help="default: the baseline's epochs")
+    parser.add_argument("--target-macs-reduction", type=float, default=0.5)
+    parser.add_argument("--criterion", choices=["l1", "bn_scale", "taylor"], default="l1")
+    parser.add_argument("--round-to", type=int, default=8, help="keep channel counts a multiple of this")
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per model and batch size")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--test-subset", type=int, default=None, help="smoke tests only: fewer test images")
+    parser.add_argument("--no-student", action="store_true", help="skip the student comparison")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/baselines"))
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/structured-benchmark"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if args.student_epochs is None:
+        args.student_epochs = args.baseline_epochs
+    progress = Progress(not args.quiet)
+    onnx_paths: dict[str, Path] = {}
+    started = time.perf_counter()
+    try:
+        entries, teacher = [], None
+        for name in [m.strip() for m in args.models.split(",")]:
+            if name not in TASKS:
+                raise edgeshrink.EdgeshrinkError(f"unknown model {name!r}; choose from {', '.join(TASKS)}")
+            entry, model = run_model(name, args, progress, onnx_paths)
+            entries.append(entry)
+            teacher = model if name == "resnet8x4" else teacher
+        student = None if (args.no_student or teacher is None) else run_student(teacher, args, progress, onnx_paths)
+        progress.line(f"timing {len(onnx_paths)} ONNX models interleaved, {args.runs} runs each")
+        latency = time_sessions(
+            onnx_paths, load_task(TASKS["resnet8x4"]).input_shape, args.runs, args.warmup, args.threads
+        )
+        add_latency(entries, student, latency)
+    except edgeshrink.EdgeshrinkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import onnxruntime
+
+    result = {
+        "benchmark": "structured",
+        "command": " ".join(sys.argv),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "environment": environment(),
+        "latency_method": {
+            "runtime": f"onnxruntime {onnxruntime.__version__}, CPUExecutionProvider",
+            "threads": args.threads,
+            "spinning": "off (session.intra_op.allow_spinning = 0)",
+            "statistic": f"median and p90 of {args.runs} runs after {args.warmup} warm-up runs; "
+            "every model and batch size interleaved run by run in one process",
+            "export": "torch.onnx.export(dynamo=True), dynamic batch, checked against PyTorch",
+        },
+        "accuracy_on": "Fashion-MNIST test set" + (f" (subset of {args.test_subset})" if args.test_subset else ""),
+        "results": entries,
+        "student": student,
+        "seconds_total": round(time.perf_counter() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(markdown(entries, student))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
