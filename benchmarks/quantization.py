@@ -13,6 +13,7 @@ ONNX Runtime and the PyTorch model each file came from. All variants calibrate o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -90,8 +91,12 @@ def ort_quantize_static(fp32_path: Path, out: Path, calibration: torch.Tensor) -
 
 def run_model(name: str, args, progress: Progress) -> dict:
     task = load_task(MODELS[name])
+    if args.train_subset is not None:
+        task = dataclasses.replace(task, train_subset=args.train_subset)
     data = task.data(task_data_dir(args.data_dir, task))
-    model, train_seconds, cached = baseline(task.name, data, args.cache_dir, args.seed, progress)
+    model, train_seconds, cached = baseline(
+        MODELS[name], data, args.cache_dir, args.seed, progress, args.baseline_epochs, args.train_subset
+    )
     model.eval()
     calibration = data.train.subset(args.calibration_images, seed=args.seed)
     example = data.test.inputs[:1]
@@ -135,6 +140,7 @@ def run_model(name: str, args, progress: Progress) -> dict:
         }
         rows[variant]["_model"] = result.model
     if "ort-quantize-static" in args.variants:
+        progress.line(f"[{name}] ONNX Runtime quantize_static (QDQ, MinMax, per-channel, U8S8)")
         started = time.perf_counter()
         path = out_dir / "ort-quantize-static.onnx"
         ort_quantize_static(files["fp32"], path, calibration.inputs)
@@ -196,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="lenet5,resnet8x4")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--finetune-epochs", type=int, default=None, help="override the recipes' QAT epochs")
+    parser.add_argument("--baseline-epochs", type=int, default=None, help="override the task's baseline epochs")
+    parser.add_argument("--train-subset", type=int, default=None, help="training images (baseline and QAT)")
     parser.add_argument("--calibration-images", type=int, default=2048)
     parser.add_argument("--verify-examples", type=int, default=2000)
     parser.add_argument("--batches", default="1,64")

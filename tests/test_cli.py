@@ -21,6 +21,11 @@ def test_demo_path_at_tiny_settings(tmp_path, tiny_recipe):
     evaluated = cli("evaluate", out / "model.eshrink")  # the task comes from the container itself
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {report['container']['accuracy']:.2f}%" in evaluated.stdout
+    exported = cli("export", out, "--activation-type", "uint8")  # verified on the task's test split
+    assert exported.returncode == 0, exported.stderr
+    assert (out / "model.onnx").is_file() and "top-1 agreement 100.00%" in exported.stdout
+    summary = json.loads((out / "model.export.json").read_text())
+    assert summary["parity"]["examples"] == 360 and summary["bytes"] == (out / "model.onnx").stat().st_size
 
 
 @pytest.mark.parametrize(
@@ -31,6 +36,8 @@ def test_demo_path_at_tiny_settings(tmp_path, tiny_recipe):
         (["compress", "--task", "nope"], "unknown task 'nope'"),
         (["compress", "--task", "digits-cnn", "--recipe", "nope"], "unknown recipe 'nope'"),
         (["evaluate", "/nonexistent/model.eshrink"], "does not exist"),
+        (["export", "/nonexistent/run"], "does not exist"),
+        (["export", "/nonexistent/run", "--format", "tflite"], "unknown export format"),
     ],
 )
 def test_bad_input_is_one_line(args, message):

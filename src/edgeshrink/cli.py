@@ -291,7 +291,12 @@ def export(
     typer.echo(f"wrote {out}: {result.bytes:,} bytes, {result.precision}")
     if result.kernel_choice:
         times = ", ".join(f"{k} {v:.3f} ms" for k, v in result.kernel_choice["measured_batch1_ms"].items())
-        typer.echo(f"kernels: {result.kernel_choice['chosen']} (batch 1 on this machine: {times})")
+        float_ms = result.kernel_choice["float_batch1_ms"]
+        typer.echo(
+            f"kernels: {result.kernel_choice['chosen']} (batch 1 on this machine: {times}; float {float_ms:.3f} ms)"
+        )
+        if "recommendation" in result.kernel_choice:
+            typer.echo(f"note: {result.kernel_choice['recommendation']}")
     if result.parity:
         p = result.parity
         steps = f" ({p['max_diff_steps']:.2f} output steps)" if "max_diff_steps" in p else ""

@@ -154,6 +154,14 @@ def to_onnx(
     return graph, rows
 
 
+def _float_twin(model: nn.Module, example_input: torch.Tensor) -> onnx.ModelProto:
+    """The same graph without quantizers (float kernels), to time against the integer one."""
+    plain = baked_copy(model).eval()
+    for _, quantizer in activation_quantizers(plain):
+        quantizer.mode = "off"
+    return _torch_export(plain, example_input, 18)
+
+
 def _output_step(model: nn.Module) -> float | None:
     quantizers = activation_quantizers(model)
     return float(quantizers[-1][1].scale) if quantizers else None
@@ -189,14 +197,24 @@ def export(
         if activation_type == "auto":
             candidates = {t: to_onnx(model, example_input, t) for t in ("uint8", "int8")}
             sessions = {t: make_session(g.SerializeToString(), threads) for t, (g, _) in candidates.items()}
+            sessions["float"] = make_session(_float_twin(model, example_input).SerializeToString(), threads)
             x = example_input[:1].numpy()
             timings = time_interleaved(sessions, x, runs=30, warmup=5, threads=threads)
+            float_ms = timings.pop("float").median_ms
             activation_type = min(timings, key=lambda t: timings[t].median_ms)
+            best_ms = timings[activation_type].median_ms
             kernel_choice = {
                 "chosen": {"uint8": "U8S8", "int8": "S8S8"}[activation_type],
                 "measured_batch1_ms": {("U8S8" if t == "uint8" else "S8S8"): v.median_ms for t, v in timings.items()},
+                "float_batch1_ms": float_ms,
                 "note": "uint8 and int8 activations are the same grid; the faster kernels on this machine were kept",
             }
+            if best_ms > float_ms:
+                kernel_choice["recommendation"] = (
+                    f"int8 is slower than float on this machine for this model ({best_ms:.3f} ms vs "
+                    f"{float_ms:.3f} ms at batch 1): the quantize/dequantize work outweighs the integer kernels; "
+                    "ship the float model unless size matters more than speed"
+                )
             graph, rows = candidates[activation_type]
         else:
             graph, rows = to_onnx(model, example_input, activation_type)
