@@ -10,7 +10,7 @@ import edgeshrink
 from edgeshrink.quant.calibrate import METHODS, calibrate_range
 from edgeshrink.quant.fakequant import WeightQuant, affine_params, weight_qmax
 from edgeshrink.quant.passes import calibrate, correct_bias
-from edgeshrink.quant.prepare import activation_quantizers, prepare, weight_quantizers
+from edgeshrink.quant.prepare import prepare, weight_quantizers
 from edgeshrink.train import TrainConfig, evaluate, fit
 from edgeshrink.weights import attach_mask, get_mask
 
@@ -167,5 +167,10 @@ def test_mixed_precision_meets_the_budget_and_reports_sensitivity(trained, tmp_p
 
 def test_activation_quantizers_are_shared_only_across_shape_ops(trained):
     model, plan = prepare(trained, {"conv": 8, "fc1": 8, "fc2": 8})
-    assert len(plan.activations) == len(activation_quantizers(model))
+    calls = [n for n in model.graph.nodes if n.op == "call_module" and str(n.target).startswith("act_quant")]
+    # SmallNet: input, conv(+relu), flatten (shares conv's quantizer), fc1(+relu), fc2
+    assert len(plan.activations) == 4 and len(calls) == 5
+    flatten = next(n for n in model.graph.nodes if n.op == "call_method" and n.target == "flatten")
+    after, before = next(iter(flatten.users)), flatten.args[0]
+    assert after.target == before.target  # the same ActQuant module on both sides of the reshape
     assert len(weight_quantizers(model)) == 3

@@ -21,7 +21,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -195,7 +194,11 @@ def export(
     kernel_choice = None
     if is_quantized(model):
         if activation_type == "auto":
-            candidates = {t: to_onnx(model, example_input, t) for t in ("uint8", "int8")}
+            uint8_graph, rows = to_onnx(model, example_input, "uint8")
+            int8_graph = onnx.ModelProto()
+            int8_graph.CopyFrom(uint8_graph)
+            set_activation_type(int8_graph, "int8")  # same grid, zero points shifted: no second export
+            candidates = {"uint8": (uint8_graph, rows), "int8": (int8_graph, rows)}
             sessions = {t: make_session(g.SerializeToString(), threads) for t, (g, _) in candidates.items()}
             sessions["float"] = make_session(_float_twin(model, example_input).SerializeToString(), threads)
             x = example_input[:1].numpy()
@@ -240,11 +243,3 @@ def export(
             )
     atomic_write(Path(path), data)
     return result
-
-
-def onnx_weight_bytes(path: str | Path) -> int:
-    """Bytes of all initializers of an ONNX file (the weights as stored)."""
-    model = onnx.load(str(path))
-    return int(
-        sum(len(i.raw_data) or np.asarray(onnx.numpy_helper.to_array(i)).nbytes for i in model.graph.initializer)
-    )

@@ -122,7 +122,7 @@ def affine_params(lo: float, hi: float) -> tuple[float, int]:
 def weight_qmax(bits: int, reduced: bool = False) -> int:
     """Largest integer weight. `reduced` (8-bit only) uses -63..63: x86 CPUs without VNNI multiply
     uint8 x int8 pairs with an instruction that saturates at 16 bits, so full-range int8 weights
-    overflow in ONNX Runtime's kernels there (seen: outputs 34 quantization steps off)."""
+    overflow in ONNX Runtime's kernels there (outputs many quantization steps off)."""
     return 2 ** (bits - 2) - 1 if reduced and bits == 8 else 2 ** (bits - 1) - 1
 
 

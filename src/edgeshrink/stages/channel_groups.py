@@ -38,10 +38,9 @@ class ChannelGroup:
     importance: torch.Tensor | None = None
 
 
-def classifier_name(model: nn.Module, input_shape: Sequence[int]) -> str:
-    """The last weight layer to run in a forward pass: its outputs are the model's outputs."""
-    order: list[nn.Module] = []
-    handles = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod)) for m in model.modules()]
+def forward_with_hooks(model: nn.Module, input_shape: Sequence[int], modules: list[nn.Module], hook) -> None:
+    """One eval-mode forward pass on a zero input with `hook` on `modules` (hooks removed, mode restored)."""
+    handles = [m.register_forward_hook(hook) for m in modules]
     was_training = model.training
     model.eval()
     try:
@@ -51,6 +50,12 @@ def classifier_name(model: nn.Module, input_shape: Sequence[int]) -> str:
         for h in handles:
             h.remove()
         model.train(was_training)
+
+
+def classifier_name(model: nn.Module, input_shape: Sequence[int]) -> str:
+    """The last weight layer to run in a forward pass: its outputs are the model's outputs."""
+    order: list[nn.Module] = []
+    forward_with_hooks(model, input_shape, list(model.modules()), lambda mod, _i, _o: order.append(mod))
     names = {m: n for n, m in model.named_modules()}
     layers = [m for m in order if isinstance(m, WEIGHT_LAYERS)]
     if not layers:
@@ -201,16 +206,7 @@ class MacEstimator:
             per_output = k * (module.weight.shape[1])
             self.layers[module] = self.layers.get(module, 0) + output.numel() * per_output
 
-        handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                model(torch.zeros(1, *input_shape))
-        finally:
-            for h in handles:
-                h.remove()
-            model.train(was_training)
+        forward_with_hooks(model, input_shape, [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)], hook)
         self.other = count_macs(model, tuple(input_shape)) - sum(self.layers.values())
 
     def __call__(self, groups: list[ChannelGroup], ratios, originals, round_to: int = 1) -> int:

@@ -80,9 +80,9 @@ def reduced_range(cfg: QuantizeConfig) -> bool:
     return cfg.weight_range == "reduced"
 
 
-def _builder(model: nn.Module, cfg: QuantizeConfig, batches) -> Callable[[dict[str, int]], tuple[nn.Module, QuantPlan]]:
-    reduced = reduced_range(cfg)
-
+def _builder(
+    model: nn.Module, cfg: QuantizeConfig, batches, reduced: bool
+) -> Callable[[dict[str, int]], tuple[nn.Module, QuantPlan]]:
     def build(bits: dict[str, int]) -> tuple[nn.Module, QuantPlan]:
         quantized, plan = prepare(
             model, bits, group_size=cfg.group_size, learn_scales=cfg.learn_scales, reduced_range=reduced
@@ -99,26 +99,27 @@ def _builder(model: nn.Module, cfg: QuantizeConfig, batches) -> Callable[[dict[s
 
 def _mixed_precision(
     build, bits: dict[str, int], cfg: QuantizeConfig, ctx: StageContext, reference: float, notes: list[str]
-) -> tuple[dict[str, int], dict[str, float]]:
+) -> tuple[dict[str, int], dict[str, float], tuple[nn.Module, QuantPlan] | None]:
     """Measure each layer's sensitivity, then raise the most sensitive layers (sub-byte -> 8 bits ->
-    float) until the accuracy drop is within the budget."""
+    float) until the accuracy drop is within the budget. With a budget, also returns the calibrated
+    model of the final bits, so that it is not built a second time."""
     sensitivity = layer_sensitivity(
         lambda only: build({n: b for n, b in bits.items() if n in only})[0], list(bits), ctx.evaluate, reference
     )
     if cfg.max_accuracy_drop is None:
-        return bits, sensitivity
+        return bits, sensitivity, None
     order = sorted(sensitivity, key=sensitivity.get, reverse=True)
     bits = dict(bits)
     while True:
-        model, _ = build(bits)
-        drop = reference - ctx.accuracy(model)
+        built = build(bits)
+        drop = reference - ctx.accuracy(built[0])
         ctx.progress.line(f"[quantize] {len(bits)} layer(s) quantized: accuracy drop {drop:.2f} points")
         if drop <= cfg.max_accuracy_drop or not bits:
             notes.append(f"mixed precision: drop {drop:.2f} <= budget {cfg.max_accuracy_drop} points")
-            return bits, sensitivity
+            return bits, sensitivity, built
         victim = next((n for n in order if n in bits), None)
         if victim is None:
-            return bits, sensitivity
+            return bits, sensitivity, built
         if bits[victim] < 8:
             bits[victim] = 8
         else:
@@ -132,17 +133,19 @@ def quantize(model: nn.Module, cfg: QuantizeConfig, ctx: StageContext) -> StageR
     layers = select_layers(model, cfg.scope, "quantize")
     chosen = per_layer(model, layers, cfg.per_layer, cfg.weight_bits, "quantize")
     bits = {name: b for name, b in chosen.items() if b > 0}
-    build = _builder(model, cfg, batches)
+    reduced = reduced_range(cfg)
+    build = _builder(model, cfg, batches, reduced)
     notes: list[str] = []
     sensitivity: dict[str, float] = {}
+    built = None
     if cfg.max_accuracy_drop is not None or cfg.sensitivity:
         if ctx.evaluate is None:
             raise ConfigError(
                 "quantize: sensitivity / max_accuracy_drop needs validation data (val_loader= or eval_fn=)"
             )
         reference = ctx.accuracy(model)
-        bits, sensitivity = _mixed_precision(build, bits, cfg, ctx, reference, notes)
-    quantized, plan = build(bits)
+        bits, sensitivity, built = _mixed_precision(build, bits, cfg, ctx, reference, notes)
+    quantized, plan = built or build(bits)
     history = ctx.train(quantized, cfg.finetune, "quantize (QAT)")
     for _, quantizer in activation_quantizers(quantized):
         quantizer.freeze()
@@ -168,11 +171,11 @@ def quantize(model: nn.Module, cfg: QuantizeConfig, ctx: StageContext) -> StageR
         "quantization": {
             "bits": bits,
             "group_size": cfg.group_size,
-            "reduced_range": reduced_range(cfg),
+            "reduced_range": reduced,
             "activations": "uint8 grid, per tensor",
         },
     }
-    if reduced_range(cfg):
+    if reduced:
         notes.append(
             "8-bit weights use -63..63: this x86 CPU has no VNNI, and ONNX Runtime's int8 kernels saturate "
             'at 16 bits with full-range weights (set weight_range = "full" for a VNNI or ARM target)'
