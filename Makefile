@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TFLITE_STAMP := $(VENV)/.installed-tflite
 
 .PHONY: demo test lint env clean
 
@@ -14,12 +15,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The tests also cover TFLite export: the optional [tflite] extra (several hundred MB), installed in one
+# resolve with the pinned torch so pip never swaps it for a CUDA build.
+$(TFLITE_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,tflite]"
+	touch $(TFLITE_STAMP)
+
 env: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/edgeshrink compress --task digits-cnn --recipe deep-compression --out runs/demo
 
-test: $(STAMP)
+test: $(TFLITE_STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import baseline
+from common import baseline, task_data_dir
 
 import edgeshrink
 from edgeshrink.architecture import build_from_arch
@@ -143,7 +143,7 @@ def figures(model: torch.nn.Module, shape: tuple[int, ...]) -> dict:
 def run_model(name: str, args, progress: Progress, onnx_paths: dict[str, Path]) -> tuple[dict, torch.nn.Module]:
     """Baseline, pruning, fine-tuning with and without distillation for one model; returns (entry, baseline)."""
     task = load_task(TASKS[name])
-    data = task.data(args.data_dir)
+    data = task.data(task_data_dir(args.data_dir, task))
     test = eval_split(data, args.test_subset).loader(1000)
     shape = task.input_shape
     seconds: dict[str, float] = {}
@@ -220,7 +220,7 @@ def run_model(name: str, args, progress: Progress, onnx_paths: dict[str, Path]) 
 def run_student(teacher: torch.nn.Module, args, progress: Progress, onnx_paths: dict[str, Path]) -> dict:
     """ResNet-8 at 1x width: from scratch and distilled from the 4x teacher, same epochs and seed."""
     task = load_task(TASKS["resnet8x4"])
-    data = task.data(args.data_dir)
+    data = task.data(task_data_dir(args.data_dir, task))
     test = eval_split(data, args.test_subset).loader(1000)
     task = with_subset(task, args.train_subset)
     cfg = task.train.model_copy(update={"epochs": args.student_epochs})
@@ -299,11 +299,17 @@ def markdown(entries: list[dict], student: dict | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("--data-dir", type=Path, required=True, help="folder with the Fashion-MNIST IDX files")
+    parser.add_argument(
+        "--data-dir", type=Path, required=True, help="folder with the Fashion-MNIST IDX files (or its parent)"
+    )
     parser.add_argument("--out", type=Path, default=Path("results.json"))
     parser.add_argument("--models", default="resnet8x4,mobilenetv2")
-    parser.add_argument("--baseline-epochs", type=int, default=5, help="epochs of baseline training")
-    parser.add_argument("--train-subset", type=int, default=5000, help="training images (a fixed random subset)")
+    parser.add_argument(
+        "--baseline-epochs", type=int, default=None, help="epochs of baseline training (default: the task's)"
+    )
+    parser.add_argument(
+        "--train-subset", type=int, default=None, help="training images, a fixed random subset (default: the task's)"
+    )
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--student-epochs", type=int, default=None, help="default: the baseline's epochs")
     parser.add_argument("--target-macs-reduction", type=float, default=0.5)
@@ -320,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.student_epochs is None:
-        args.student_epochs = args.baseline_epochs
+        args.student_epochs = args.baseline_epochs or load_task(TASKS["resnet8x4"]).train.epochs
     progress = Progress(not args.quiet)
     onnx_paths: dict[str, Path] = {}
     started = time.perf_counter()

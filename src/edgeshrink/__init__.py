@@ -5,6 +5,7 @@
                                  out="runs/mine")
     edgeshrink.unpack(result.path, MyNet())   # the weights of the container, into a fresh model
     edgeshrink.export(result, "model.onnx", example_input=x)  # ONNX, verified in ONNX Runtime
+    edgeshrink.export_tflite(result, "model.tflite", example_input=x)  # TFLite, verified in LiteRT
 
 Importing the package loads nothing heavy: each name below is imported on first use.
 """
@@ -31,6 +32,7 @@ _API = {
     "EdgeshrinkError": "edgeshrink.errors",
     "export": "edgeshrink.exporters.onnx",
     "ExportResult": "edgeshrink.exporters.onnx",
+    "export_tflite": "edgeshrink.exporters.tflite",
 }
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "ExportResult",
     "compress",
     "export",
+    "export_tflite",
     "create_model",
     "distill_student",
     "list_models",
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
     from edgeshrink.encode.container import pack, read_container, unpack
     from edgeshrink.errors import EdgeshrinkError
     from edgeshrink.exporters.onnx import ExportResult, export
+    from edgeshrink.exporters.tflite import export_tflite
     from edgeshrink.pipeline import CompressResult, compress
     from edgeshrink.recipes import list_recipes, load_recipe
     from edgeshrink.tasks.registry import list_tasks, load_task

@@ -251,33 +251,60 @@ def _model_from_artifact(artifact: Path, task: str | None):
     return t, restore_model(_rebuild(t, arch, state), state, meta, str(artifact))
 
 
+EXPORT_FORMATS = ("onnx", "tflite", "c")
+
+
 @app.command()
 def export(
     artifact: Annotated[Path, typer.Argument(help="a run folder, an .eshrink container or a checkpoint")],
-    format: Annotated[str, typer.Option("--format", "-f", help="onnx")] = "onnx",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="file to write (default: next to the input)")] = None,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="onnx, tflite, or c (a .tflite as C++ arrays for TFLite Micro)")
+    ] = "onnx",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="file to write; a folder for --format c (default: next to the input)"),
+    ] = None,
     task: Annotated[str | None, typer.Option("--task", "-t", help="task (default: the one the file records)")] = None,
     data_dir: DataDirOpt = None,
     verify: Annotated[bool, typer.Option(help="run the file on the task's test split and compare with PyTorch")] = True,
     activation_type: Annotated[
-        str, typer.Option(help="quantized models: uint8 (U8S8), int8 (S8S8) or auto (time both, keep the faster)")
+        str, typer.Option(help="onnx, quantized models: uint8 (U8S8), int8 (S8S8) or auto (time both, keep the faster)")
     ] = "auto",
+    quantize: Annotated[
+        str,
+        typer.Option(
+            help="tflite / c: none (fp32), dynamic (int8 weights), int8 (full integer, calibrated on the task's "
+            "data unless the model is already quantized) or auto (int8 for quantized models, else none)"
+        ),
+    ] = "auto",
+    name: Annotated[str, typer.Option(help="c: symbol and file prefix (NAME_data.h, NAME_data.cc)")] = "model",
     verify_examples: Annotated[int, typer.Option(help="test examples used for verification (0: all)")] = 0,
+    calibration_examples: Annotated[int, typer.Option(help="tflite int8 of a float model: training examples")] = 512,
 ) -> None:
     """Export a compressed model to a file a device runs, and verify it against the PyTorch model."""
     import json
 
     import torch
 
-    from edgeshrink.exporters.onnx import export as run_export
-
-    if format != "onnx":
-        raise ConfigError(f"unknown export format {format!r}; supported: onnx")
+    if format not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {format!r}; supported: {', '.join(EXPORT_FORMATS)}")
     if activation_type not in ("auto", "uint8", "int8"):
         raise ConfigError(f"--activation-type must be auto, uint8 or int8, got {activation_type!r}")
+    if format == "c":
+        from edgeshrink.exporters.c_array import check_name
+
+        check_name(name)
+    if format in ("tflite", "c"):
+        from edgeshrink.exporters.litert_runtime import require_litert
+
+        require_litert(f"--format {format}")
     t, model = _model_from_artifact(artifact, task)
-    if out is None:
-        out = (artifact if artifact.is_dir() else artifact.parent) / "model.onnx"
+    where = artifact if artifact.is_dir() else artifact.parent
+    if format == "c":
+        folder = out or where
+        out = folder / f"{name}.tflite"
+    elif out is None:
+        out = where / ("model.onnx" if format == "onnx" else "model.tflite")
     example = torch.zeros(1, *t.input_shape)
     batches = None
     if verify:
@@ -285,10 +312,56 @@ def export(
         if verify_examples > 0:
             inputs = inputs[:verify_examples]
         batches = list(inputs.split(500))
-    result = run_export(model, out, example, verify_data=batches, verify=verify, activation_type=activation_type)
+    if format == "onnx":
+        from edgeshrink.exporters.onnx import export as run_export
+
+        result = run_export(model, out, example, verify_data=batches, verify=verify, activation_type=activation_type)
+    else:
+        from edgeshrink.exporters.tflite import export_tflite
+        from edgeshrink.quant.prepare import is_quantized
+
+        calibration = None
+        if quantize == "int8" and not is_quantized(model):
+            calibration = list(t.data(data_dir).train.inputs[:calibration_examples].split(64))
+        result = export_tflite(
+            model, out, example, quantize=quantize, verify_data=batches, calibration=calibration, verify=verify
+        )
     summary = result.to_dict()
+    if format == "c":
+        from edgeshrink.exporters.c_array import write_c_array
+        from edgeshrink.measure.memory import peak_activation_memory
+        from edgeshrink.measure.tflite_graph import from_tflite
+
+        arena = peak_activation_memory(from_tflite(out))["peak_bytes"]
+        comments = [f"source: {artifact} ({result.precision}, {result.bytes:,} bytes)"]
+        if result.io:
+            for side in ("input", "output"):
+                d = result.io[side]
+                q = f", scale {d['scale']:.9g}, zero point {d['zero_point']}" if "scale" in d else ""
+                comments.append(f"{side}: {d['dtype']} {d['shape']}{q}")
+            if "scale" in result.io["input"]:
+                comments.append(
+                    "feed q = clamp(round(x / scale) + zero_point, -128, 127); read (q - zero_point) * scale"
+                )
+        comments.append(
+            f"tensor arena estimate: {arena:,} bytes = peak live activations (edgeshrink profile, batch 1); "
+            "TFLite Micro adds its own bookkeeping: allocate a margin and check arena_used_bytes()"
+        )
+        h, cc = write_c_array(out.read_bytes(), out.parent, name, comments)
+        summary["c_files"] = [str(h), str(cc)]
+        summary["arena_estimate_bytes"] = arena
     (out.parent / (out.stem + ".export.json")).write_text(json.dumps(summary, indent=2))
     typer.echo(f"wrote {out}: {result.bytes:,} bytes, {result.precision}")
+    if format == "c":
+        typer.echo(f"wrote {summary['c_files'][0]} and {summary['c_files'][1]} (arena estimate {arena:,} bytes)")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    if result.io and "scale" in result.io["input"]:
+        i, o = result.io["input"], result.io["output"]
+        typer.echo(
+            f"int8 input: scale {i['scale']:.6g}, zero point {i['zero_point']}; "
+            f"int8 output: scale {o['scale']:.6g}, zero point {o['zero_point']}"
+        )
     if result.kernel_choice:
         times = ", ".join(f"{k} {v:.3f} ms" for k, v in result.kernel_choice["measured_batch1_ms"].items())
         float_ms = result.kernel_choice["float_batch1_ms"]
@@ -300,8 +373,9 @@ def export(
     if result.parity:
         p = result.parity
         steps = f" ({p['max_diff_steps']:.2f} output steps)" if "max_diff_steps" in p else ""
+        runtime = "ONNX Runtime" if format == "onnx" else "LiteRT"
         typer.echo(
-            f"verified on {p['examples']:,} test examples in ONNX Runtime: max |logit diff| {p['max_abs_diff']:.3g}"
+            f"verified on {p['examples']:,} test examples in {runtime}: max |logit diff| {p['max_abs_diff']:.3g}"
             f"{steps}, top-1 agreement {p['top1_agreement']:.2f}%"
         )
 

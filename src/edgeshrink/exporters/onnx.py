@@ -47,6 +47,8 @@ class ExportResult:
     parity: dict | None = None
     layers: list[dict] = field(default_factory=list)
     kernel_choice: dict | None = None
+    io: dict | None = None  # input/output shapes, types and integer (scale, zero point) where the file has them
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         out = dict(self.__dict__)

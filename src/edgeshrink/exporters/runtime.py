@@ -8,6 +8,7 @@ process would be noise (see docs/design.md).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,19 +79,32 @@ def timing_from(samples_s: list[float], batch: int, threads: int) -> Timing:
     return Timing(float(np.median(ms)), float(np.percentile(ms, 90)), len(ms), batch, threads)
 
 
+def time_calls_interleaved(
+    calls: dict[str, Callable[[], object]], batch: int, runs: int = 50, warmup: int = 5, threads: int = 2
+) -> dict[str, Timing]:
+    """Time several zero-argument calls (sessions, interpreters) alternately, run by run, so that machine
+    noise hits all of them alike."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    samples: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(runs):
+        for key, call in calls.items():
+            start = time.perf_counter()
+            call()
+            samples[key].append(time.perf_counter() - start)
+    return {k: timing_from(v, batch, threads) for k, v in samples.items()}
+
+
+def session_call(session, inputs: np.ndarray) -> Callable[[], object]:
+    """A zero-argument call that runs an ONNX Runtime session on `inputs` (for timing)."""
+    feed = {session.get_inputs()[0].name: np.ascontiguousarray(inputs, dtype=np.float32)}
+    return lambda: session.run(None, feed)
+
+
 def time_interleaved(
     sessions: dict[str, object], inputs: np.ndarray, runs: int = 50, warmup: int = 5, threads: int = 2
 ) -> dict[str, Timing]:
-    """Time several sessions on the same input, alternating between them run by run, so that machine
-    noise hits all of them alike."""
-    feeds = {k: {s.get_inputs()[0].name: np.ascontiguousarray(inputs, dtype=np.float32)} for k, s in sessions.items()}
-    for _ in range(warmup):
-        for key, session in sessions.items():
-            session.run(None, feeds[key])
-    samples: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(runs):
-        for key, session in sessions.items():
-            start = time.perf_counter()
-            session.run(None, feeds[key])
-            samples[key].append(time.perf_counter() - start)
-    return {k: timing_from(v, inputs.shape[0], threads) for k, v in samples.items()}
+    """Time several ONNX Runtime sessions on the same input, interleaved (see time_calls_interleaved)."""
+    calls = {k: session_call(s, inputs) for k, s in sessions.items()}
+    return time_calls_interleaved(calls, inputs.shape[0], runs, warmup, threads)

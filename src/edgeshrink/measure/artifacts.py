@@ -10,7 +10,7 @@ from torch import nn
 
 from edgeshrink.errors import ConfigError, FormatError
 
-KINDS = "a checkpoint (.pt), a run folder, an .eshrink container or an .onnx file"
+KINDS = "a checkpoint (.pt), a run folder, an .eshrink container, an .onnx or a .tflite file"
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Artifact:
     file_bytes: int | None
     skips_zeros: bool  # stored as nonzeros only (a container): a runtime reading it skips zero weights
     onnx_path: Path | None = None
+    tflite_path: Path | None = None
     report: dict | None = None
 
 
@@ -79,6 +80,13 @@ def open_artifact(path: str | Path, model_name: str | None = None) -> Artifact:
 
         shape = input_shape(load_onnx(path))
         return Artifact(path, "onnx", None, None, torch.zeros(shape), size, False, onnx_path=path)
+    from edgeshrink.measure.tflite_graph import is_tflite
+
+    if is_tflite(path):
+        from edgeshrink.measure.tflite_graph import tflite_input_shape
+
+        shape = tflite_input_shape(path)
+        return Artifact(path, "tflite", None, None, torch.zeros(shape), size, False, tflite_path=path)
     from edgeshrink.checkpoints import load_checkpoint
 
     try:

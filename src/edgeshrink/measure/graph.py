@@ -40,6 +40,9 @@ class OpGraph:
     outputs: list[str]
     weights: dict[str, np.ndarray]
     source: str
+    # The weights that are model parameters, when the format stores them as integers next to other
+    # constants (TFLite: filters and biases); None: every floating-point weight is a parameter.
+    parameters: set[str] | None = None
 
     def root(self, name: str) -> str:
         """The tensor whose storage `name` uses (itself unless it is a view)."""

@@ -93,3 +93,15 @@ def measure_onnx(path: str | Path, example: np.ndarray, threads: int = 1, runs: 
     samples = time_calls(lambda: session.run(None, feed), runs=runs)
     median, p90 = _summary(samples)
     return Timing("ONNX Runtime (CPU)", ort.__version__, median, p90, len(samples), threads, int(example.shape[0]))
+
+
+def measure_tflite(path: str | Path, threads: int = 1, runs: int | None = None) -> Timing:
+    """LiteRT interpreter latency of one invoke at the file's input shape (int8 inputs fed as int8)."""
+    from edgeshrink.exporters.litert_runtime import interpreter_call, litert_version, make_interpreter
+
+    interpreter = make_interpreter(path, threads)
+    detail = interpreter.get_input_details()[0]
+    example = np.zeros([int(d) for d in detail["shape"]], dtype=np.float32)
+    samples = time_calls(interpreter_call(interpreter, example), runs=runs)
+    median, p90 = _summary(samples)
+    return Timing("LiteRT (CPU, XNNPACK)", litert_version(), median, p90, len(samples), threads, int(example.shape[0]))

@@ -20,6 +20,10 @@ from edgeshrink.measure.sizes import weight_sizes
 def _graph(art: Artifact) -> OpGraph:
     if art.model is not None:
         return from_torch(art.model, art.example)
+    if art.tflite_path is not None:
+        from edgeshrink.measure.tflite_graph import from_tflite
+
+        return from_tflite(art.tflite_path)
     from edgeshrink.measure.onnx_graph import from_onnx
 
     return from_onnx(art.onnx_path)  # type: ignore[arg-type]
@@ -55,10 +59,14 @@ def _container_bytes(art: Artifact) -> int | None:
 
 
 def measure_latency(art: Artifact, threads: int = 1, onnx: bool = True) -> dict:
-    """Measured on this machine: PyTorch eager (torch models) and ONNX Runtime (exported when needed)."""
-    from edgeshrink.measure.latency import measure_onnx, measure_torch
+    """Measured on this machine: PyTorch eager (torch models) and ONNX Runtime (exported when needed), or
+    LiteRT for a .tflite file."""
+    from edgeshrink.measure.latency import measure_onnx, measure_tflite, measure_torch
 
     out = {}
+    if art.tflite_path is not None:
+        out["litert"] = measure_tflite(art.tflite_path, threads).to_dict()
+        return out
     if art.model is not None:
         out["pytorch"] = measure_torch(art.model, art.example, threads).to_dict()
     if not onnx:
@@ -85,7 +93,7 @@ def profile(
     threads: int = 1,
     devices_dir: str | Path | Sequence[str | Path] | None = None,
 ) -> dict:
-    """Profile a checkpoint, run folder, container, ONNX file or an `nn.Module` (give `input_shape`,
+    """Profile a checkpoint, run folder, container, ONNX or TFLite file or an `nn.Module` (give `input_shape`,
     one example without the batch dimension). Every figure says whether it is measured or estimated."""
     from edgeshrink.report.provenance import environment
 
@@ -110,7 +118,7 @@ def profile(
         "dtype": "int8" if int8 else "fp32",
         "skips_zeros": art.skips_zeros,
         "macs": mac_summary(graph),
-        "weights": weight_sizes(graph.weights, _container_bytes(art), art.file_bytes),
+        "weights": weight_sizes(graph.weights, _container_bytes(art), art.file_bytes, graph.parameters),
         "activations": peak_activation_memory(graph),
         "ops": _op_rows(graph),
         "environment": environment(),

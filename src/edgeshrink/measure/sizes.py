@@ -5,12 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 
-def weight_sizes(weights: dict[str, np.ndarray], container_bytes: int | None, file_bytes: int | None) -> dict:
-    """Bytes of the float weights stored densely at 32 and 8 bits, and the measured container / file sizes.
+def weight_sizes(
+    weights: dict[str, np.ndarray],
+    container_bytes: int | None,
+    file_bytes: int | None,
+    parameters: set[str] | None = None,
+) -> dict:
+    """Bytes of the parameters stored densely at 32 and 8 bits, and the measured container / file sizes.
+    Parameters are the floating-point weights, or the named `parameters` (integer files).
 
     int8 is one byte per weight plus one fp32 scale per tensor (per-tensor symmetric quantization).
     """
-    floats = [w for w in _unique(weights) if np.issubdtype(w.dtype, np.floating)]
+    if parameters is not None:
+        floats = _unique({k: w for k, w in weights.items() if k in parameters})
+    else:
+        floats = [w for w in _unique(weights) if np.issubdtype(w.dtype, np.floating)]
     params = sum(w.size for w in floats)
     return {
         "parameters": params,

@@ -36,6 +36,17 @@ def _(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     return torch.empty_like(x)
 
 
+def quantize_dequantize_int8(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    """The same grid as `quantize_dequantize`, written as int8 (zero point - 128) with PyTorch's
+    decomposed quantize/dequantize ops: LiteRT's converter reads such pairs as int8 tensors."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  registers torch.ops.quantized_decomposed
+
+    ops = torch.ops.quantized_decomposed
+    z = zero_point - 128
+    q = ops.quantize_per_tensor.default(x, scale, z, -128, 127, torch.int8)
+    return ops.dequantize_per_tensor.default(q, scale, z, -128, 127, torch.int8)
+
+
 class ActQuant(nn.Module):
     """Fake-quantize an activation per tensor. Modes: `observe` (record statistics, pass through),
     `quantize`, `off`. `learn=True` makes scale and zero point trainable (LSQ, Esser et al. 2020)."""
@@ -51,6 +62,7 @@ class ActQuant(nn.Module):
         self.samples: list[np.ndarray] = []
         self.register_parameter("learned_scale", None)
         self.constants: tuple[float, int] | None = None  # set for export: plain numbers the exporter folds
+        self.export_signed = False  # export as int8 decomposed ops (LiteRT) instead of the ONNX custom op
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, scale={float(self.scale):.6g}, zero_point={int(self.zero_point)}"
@@ -88,7 +100,8 @@ class ActQuant(nn.Module):
         if self.mode == "off":
             return x
         if self.constants is not None:
-            return quantize_dequantize(x, self.constants[0], self.constants[1])
+            export_op = quantize_dequantize_int8 if self.export_signed else quantize_dequantize
+            return export_op(x, self.constants[0], self.constants[1])
         if self.learn and self.training and self.learned_scale is not None:
             out = torch._fake_quantize_learnable_per_tensor_affine(
                 x, self.learned_scale, self.zero_point.float().reshape(1), ACT_QMIN, ACT_QMAX, 1.0
@@ -103,7 +116,8 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-MIN_RANGE = 1e-5  # narrower (dead) activations get this range: float32 requantisation needs sane scales
+MIN_RANGE = 1e-3  # narrower (dead) activations get this range: integer runtimes need sane scales (an int32
+# bias at scale input x weight overflows when the input scale is tiny: TFLite saw 240 output steps at 1e-5)
 
 
 def affine_params(lo: float, hi: float) -> tuple[float, int]:

@@ -127,6 +127,15 @@ def _mixed_precision(
         notes.append(f"mixed precision: {victim} raised to {bits.get(victim, 'float')} (drop {drop:.2f})")
 
 
+def post_training_quantize(model: nn.Module, batches, cfg: QuantizeConfig | None = None) -> tuple[nn.Module, QuantPlan]:
+    """Calibrated fake-quantized copy of `model` with every quantizable layer at `cfg.weight_bits` (what an
+    exporter does to a float model when asked for an integer file). `batches` yields (inputs, labels)."""
+    cfg = cfg or QuantizeConfig()
+    chosen = per_layer(model, select_layers(model, cfg.scope, "quantize"), cfg.per_layer, cfg.weight_bits, "quantize")
+    quantized, plan = _builder(model, cfg, batches, reduced_range(cfg))({n: b for n, b in chosen.items() if b > 0})
+    return quantized.eval(), plan
+
+
 @register_stage(QuantizeConfig)
 def quantize(model: nn.Module, cfg: QuantizeConfig, ctx: StageContext) -> StageRecord:
     batches = _calibration_batches(ctx)

@@ -1,0 +1,195 @@
+"""TFLite export: parity with PyTorch in the LiteRT interpreter, edgeshrink's own integers and scales in
+the file, pruned zeros kept, C arrays that compile and hold the file's bytes, clear errors."""
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from helpers import SmallNet, loaders
+from torch import nn
+
+import edgeshrink
+from edgeshrink.errors import ConfigError, ExportError
+from edgeshrink.exporters.c_array import c_source, write_c_array
+from edgeshrink.exporters.litert_runtime import make_interpreter, run_interpreter
+from edgeshrink.exporters.onnx import _quantized_weights
+from edgeshrink.exporters.tflite import MODES
+from edgeshrink.measure.tflite_graph import from_tflite
+from edgeshrink.quant.passes import calibrate
+from edgeshrink.quant.prepare import activation_quantizers, prepare
+from edgeshrink.tasks.registry import list_tasks, load_task
+from edgeshrink.weights import attach_mask
+
+
+@pytest.fixture(scope="module")
+def data():
+    return loaders()[1].inputs  # 96 examples of 1x8x8
+
+
+def _quantized(model, x, **kwargs):
+    layers = {n: kwargs.pop("bits", 8) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+    qmodel, _ = prepare(model, layers, **kwargs)
+    calibrate(qmodel, [(x, None)])
+    return qmodel.eval()
+
+
+def _tflite_layout(weight: np.ndarray, shape: tuple) -> np.ndarray:
+    """A torch weight in TFLite's layout: conv [out, kh, kw, in]; a one-input-channel conv becomes a
+    depthwise conv [1, kh, kw, out]; fully connected stays [out, in]."""
+    if weight.ndim == 4:
+        depthwise = weight.shape[1] == 1 and shape[0] == 1 and weight.shape[0] != 1
+        return weight.transpose(1, 2, 3, 0) if depthwise else weight.transpose(0, 2, 3, 1)
+    return weight
+
+
+def test_fp32_file_matches_torch(tmp_path, data):
+    torch.manual_seed(0)
+    model = SmallNet().eval()
+    result = edgeshrink.export_tflite(model, tmp_path / "m.tflite", verify_data=[data], quantize="none")
+    got = run_interpreter(make_interpreter(tmp_path / "m.tflite"), data.numpy())
+    with torch.no_grad():
+        want = model(data).numpy()
+    assert np.abs(got - want).max() < 1e-4  # oracle: PyTorch
+    assert result.precision == "fp32" and result.parity["top1_agreement"] == 100.0
+    assert result.bytes == (tmp_path / "m.tflite").stat().st_size
+
+
+def test_int8_file_carries_edgeshrink_scales_and_integers(tmp_path, data):
+    torch.manual_seed(0)
+    qmodel = _quantized(SmallNet().eval(), data)
+    result = edgeshrink.export_tflite(qmodel, tmp_path / "q.tflite", verify_data=[data])  # auto -> int8
+    assert result.precision == "int8"
+    # the input tensor's (scale, zero point) is the first activation quantizer's, shifted to int8
+    first = activation_quantizers(qmodel)[0][1]
+    assert result.io["input"]["dtype"] == "int8"
+    assert result.io["input"]["scale"] == pytest.approx(float(first.scale), rel=1e-6)
+    assert result.io["input"]["zero_point"] == int(first.zero_point) - 128
+    # the file's filters are edgeshrink's integers (TFLite layout [out, kh, kw, in] for convs)
+    graph = from_tflite(tmp_path / "q.tflite")
+    filters = {op.layer: graph.weights[op.mac_weight] for op in graph.ops if op.mac_weight}
+    stored = sorted((w.integers.size, w.integers.astype(np.int8)) for w in _quantized_weights(qmodel))
+    in_file = sorted((f.size, f) for f in filters.values())
+    assert len(stored) == len(in_file)
+    for (_, ours), (_, theirs) in zip(stored, in_file, strict=True):
+        assert theirs.dtype == np.int8
+        assert np.array_equal(_tflite_layout(ours, theirs.shape), theirs)
+    # outputs within one output quantization step of the fake-quantized PyTorch model
+    step = float(activation_quantizers(qmodel)[-1][1].scale)
+    assert result.parity["max_abs_diff"] <= step * 1.001
+    assert result.parity["top1_agreement"] >= 99.0
+
+
+def test_float_model_is_quantized_on_export_and_pruned_zeros_stay_zero(tmp_path, data):
+    torch.manual_seed(0)
+    model = SmallNet().eval()
+    keep = torch.rand_like(model.fc1.weight) > 0.7
+    attach_mask(model.fc1, "weight", keep)
+    result = edgeshrink.export_tflite(
+        model, tmp_path / "q.tflite", verify_data=[data], calibration=[data], quantize="int8"
+    )
+    assert result.precision == "int8" and any("quantized here" in n for n in result.notes)
+    graph = from_tflite(tmp_path / "q.tflite")
+    shape = tuple(keep.shape)  # FULLY_CONNECTED weights are [out, in], as in torch
+    fc1 = next(
+        graph.weights[op.mac_weight] for op in graph.ops if graph.weights.get(op.mac_weight, np.empty(0)).shape == shape
+    )
+    assert fc1.dtype == np.int8
+    assert (fc1[~keep.numpy()] == 0).all() and int((fc1 != 0).sum()) > 0
+
+
+def test_dynamic_range_has_int8_weights_and_float_io(tmp_path, data):
+    torch.manual_seed(0)
+    model = SmallNet().eval()
+    fp32 = edgeshrink.export_tflite(model, tmp_path / "f.tflite", verify_data=[data], quantize="none")
+    dyn = edgeshrink.export_tflite(model, tmp_path / "d.tflite", verify_data=[data], quantize="dynamic")
+    assert dyn.io["input"]["dtype"] == "float32" and "scale" not in dyn.io["input"]
+    int8_weights = [w for w in from_tflite(tmp_path / "d.tflite").weights.values() if w.dtype == np.int8]
+    assert sum(w.size for w in int8_weights) >= model.fc1.weight.numel()
+    assert dyn.bytes < fp32.bytes / 2.5
+    assert dyn.parity["top1_agreement"] >= 99.0
+
+
+@pytest.mark.parametrize("task_name", list_tasks())
+def test_every_task_model_exports_fp32_and_int8(task_name, tmp_path):
+    task = load_task(task_name)
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    x = torch.randn(8, *task.input_shape)
+    fp32 = edgeshrink.export_tflite(model, tmp_path / "f.tflite", verify_data=[x], quantize="none")
+    assert fp32.parity["max_abs_diff"] < 1e-4
+    qmodel = _quantized(model, x)
+    # untrained logits are near ties, so top-1 is not a fair check here: compare in output steps
+    edgeshrink.export_tflite(qmodel, tmp_path / "q.tflite", x[:1], verify=False)
+    got = run_interpreter(make_interpreter(tmp_path / "q.tflite"), x.numpy())
+    step = float(activation_quantizers(qmodel)[-1][1].scale)
+    assert np.abs(got - qmodel(x).detach().numpy()).max() <= 3 * step
+
+
+def test_c_array_compiles_and_holds_the_file(tmp_path, data):
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    torch.manual_seed(0)
+    qmodel = _quantized(SmallNet().eval(), data)
+    edgeshrink.export_tflite(qmodel, tmp_path / "m.tflite", verify_data=[data])
+    blob = (tmp_path / "m.tflite").read_bytes()
+    h, cc = write_c_array(blob, tmp_path, "small_net", ["arena estimate: 1 byte"])
+    built = subprocess.run(
+        ["g++", "-std=c++11", "-c", "-Wall", "-Werror", str(cc), "-o", str(tmp_path / "m.o")],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    text = cc.read_text()
+    body = text[text.index("{") + 1 : text.index("};")]
+    assert bytes(int(b, 16) for b in re.findall(r"0x([0-9a-f]{2})", body)) == blob
+    assert f"small_net_data_len = {len(blob)};" in text and "alignas(16)" in text
+    assert "extern const unsigned char small_net_data[];" in h.read_text()
+
+
+@pytest.mark.parametrize("name", ["1model", "my-model", "class", ""])
+def test_c_names_must_be_identifiers(name):
+    with pytest.raises(ConfigError, match="not a C identifier"):
+        c_source(b"TFL3", name, [])
+
+
+def test_bad_requests_are_clear(tmp_path, data):
+    torch.manual_seed(0)
+    model = SmallNet().eval()
+    with pytest.raises(ExportError, match="must be one of"):
+        edgeshrink.export_tflite(model, tmp_path / "m.tflite", data[:1], quantize="int4")
+    with pytest.raises(ExportError, match="needs calibration data"):
+        edgeshrink.export_tflite(model, tmp_path / "m.tflite", data[:1], quantize="int8")
+    qmodel = _quantized(model, data)
+    with pytest.raises(ExportError, match="already quantized"):
+        edgeshrink.export_tflite(qmodel, tmp_path / "m.tflite", data[:1], quantize="dynamic")
+    blocked = _quantized(model, data, bits=4, group_size=8)
+    with pytest.raises(ExportError, match="no TFLite equivalent"):
+        edgeshrink.export_tflite(blocked, tmp_path / "m.tflite", data[:1])
+    assert not (tmp_path / "m.tflite").exists()
+    assert set(MODES) == {"auto", "none", "dynamic", "int8"}
+
+
+def test_missing_extra_names_the_install_command(monkeypatch, data, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "litert_torch" else real(n, *a))
+    with pytest.raises(ExportError, match=r"pip install 'edgeshrink\[tflite\]'"):
+        edgeshrink.export_tflite(SmallNet().eval(), tmp_path / "m.tflite", data[:1])
+
+
+def test_profile_reads_tflite(tmp_path, data):
+    torch.manual_seed(0)
+    model = SmallNet().eval()
+    edgeshrink.export_tflite(model, tmp_path / "m.tflite", data[:1], verify=False, quantize="none")
+    from edgeshrink.measure.macs import count_macs
+    from edgeshrink.measure.profile import profile
+
+    p = profile(tmp_path / "m.tflite", latency=True)
+    assert p["artifact"]["kind"] == "tflite"
+    assert p["weights"]["parameters"] == sum(t.numel() for t in model.parameters())  # oracle: torch
+    assert p["macs"]["dense"] == count_macs(model, data[:1])["dense"]
+    assert p["latency"]["litert"]["median_ms"] > 0
