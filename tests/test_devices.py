@@ -85,7 +85,10 @@ def test_unknown_device_and_garbage_file_are_one_line_errors(tmp_path, lenet5_fi
     junk.write_bytes(b"not a model" * 50)
     for args, message in [
         (["advise", lenet5_files[0], "--device", "toaster", "--network", "wifi"], "unknown device 'toaster'"),
-        (["profile", junk], "is not a checkpoint (.pt), a run folder, an .eshrink container or an .onnx file"),
+        (
+            ["profile", junk],
+            "is not a checkpoint (.pt), a run folder, an .eshrink container, an .onnx or a .tflite file",
+        ),
         (["profile", lenet5_files[0], "--device", "this-machine", "--devices-dir", tmp_path], "devices calibrate"),
     ]:
         run = cli(*args)
