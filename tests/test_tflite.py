@@ -16,7 +16,6 @@ from edgeshrink.errors import ConfigError, ExportError
 from edgeshrink.exporters.c_array import c_source, write_c_array
 from edgeshrink.exporters.litert_runtime import make_interpreter, run_interpreter
 from edgeshrink.exporters.onnx import _quantized_weights
-from edgeshrink.exporters.tflite import MODES
 from edgeshrink.measure.tflite_graph import from_tflite
 from edgeshrink.quant.passes import calibrate
 from edgeshrink.quant.prepare import activation_quantizers, prepare
@@ -169,7 +168,6 @@ def test_bad_requests_are_clear(tmp_path, data):
     with pytest.raises(ExportError, match="no TFLite equivalent"):
         edgeshrink.export_tflite(blocked, tmp_path / "m.tflite", data[:1])
     assert not (tmp_path / "m.tflite").exists()
-    assert set(MODES) == {"auto", "none", "dynamic", "int8"}
 
 
 def test_missing_extra_names_the_install_command(monkeypatch, data, tmp_path):

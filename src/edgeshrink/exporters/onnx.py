@@ -29,7 +29,7 @@ from edgeshrink.encode.container import atomic_write
 from edgeshrink.errors import ExportError
 from edgeshrink.exporters.qdq import QuantizedWeight, rewrite_weights, set_activation_type
 from edgeshrink.exporters.runtime import make_session, run_session, time_interleaved
-from edgeshrink.exporters.verify import parity
+from edgeshrink.exporters.verify import export_inputs, parity, require_agreement
 from edgeshrink.quant.prepare import activation_quantizers, is_quantized, weight_quantizers
 from edgeshrink.weights import baked_copy
 
@@ -181,17 +181,7 @@ def export(
     """Export `model` (an nn.Module or a CompressResult) to `path` as ONNX and verify it in ONNX Runtime
     on `verify_data` (batches of inputs; default: the example input). Raises ExportError when the
     file's top-1 agreement with PyTorch is below 99.5% (verify=True)."""
-    if not isinstance(model, nn.Module):  # a CompressResult
-        model = getattr(model, "model", model)
-    if not isinstance(model, nn.Module):
-        raise ExportError(f"export needs an nn.Module or a compress() result, got {type(model).__name__}")
-    batches = list(verify_data) if verify_data is not None else []
-    if example_input is None:
-        if not batches:
-            raise ExportError("export needs example_input= (one input batch) or verify_data=")
-        example_input = batches[0][:1]
-    example_input = example_input.float()
-    model = model.eval()
+    model, example_input, batches = export_inputs(model, example_input, verify_data)
     precision = _precision(model)
     kernel_choice = None
     if is_quantized(model):
@@ -236,12 +226,6 @@ def export(
         session = make_session(data, threads)
         inputs = batches or [example_input]
         result.parity = parity(model, lambda x: run_session(session, x), inputs, _output_step(model))
-        top1 = result.parity["top1_agreement"]
-        if top1 is not None and top1 < MIN_TOP1_AGREEMENT:
-            raise ExportError(
-                f"verification failed: ONNX Runtime agrees with PyTorch on {result.parity['top1_agreement']:.2f}% "
-                f"of top-1 predictions (< {MIN_TOP1_AGREEMENT}%), max |diff| {result.parity['max_abs_diff']:.4g}; "
-                "the file was not written"
-            )
+        require_agreement(result.parity, MIN_TOP1_AGREEMENT, "ONNX Runtime")
     atomic_write(Path(path), data)
     return result

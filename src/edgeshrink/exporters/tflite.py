@@ -32,7 +32,7 @@ from edgeshrink.encode.container import atomic_write
 from edgeshrink.errors import ExportError
 from edgeshrink.exporters.litert_runtime import make_interpreter, quiet, require_litert, run_interpreter
 from edgeshrink.exporters.onnx import ExportResult, _output_step, _quantized_weights
-from edgeshrink.exporters.verify import parity
+from edgeshrink.exporters.verify import export_inputs, parity, require_agreement
 from edgeshrink.quant.prepare import activation_quantizers, is_quantized
 from edgeshrink.weights import baked_copy
 
@@ -178,11 +178,9 @@ def to_tflite(
     return float_bytes, model, mode, notes
 
 
-def io_details(data: bytes) -> dict:
-    """Input and output of a .tflite file: shape, type, and (scale, zero point) when integer."""
+def io_details(interpreter) -> dict:
+    """Input and output of a loaded .tflite file: shape, type, and (scale, zero point) when integer."""
     from edgeshrink.exporters.litert_runtime import io_quantization
-
-    interpreter = make_interpreter(data, threads=1)
 
     def describe(d: dict) -> dict:
         q = io_quantization(d)
@@ -212,31 +210,18 @@ def export_tflite(
     `verify_data` (batches of inputs; default: the example input). `calibration` (batches of inputs)
     is needed for `quantize="int8"` of a float model. Raises ExportError when the top-1 agreement with
     the PyTorch model is below 99.5% (fp32) or 99% (int8, dynamic); nothing is written then."""
-    if not isinstance(model, nn.Module):
-        model = getattr(model, "model", model)
-    if not isinstance(model, nn.Module):
-        raise ExportError(f"export needs an nn.Module or a compress() result, got {type(model).__name__}")
-    batches = list(verify_data) if verify_data is not None else []
-    if example_input is None:
-        if not batches:
-            raise ExportError("export needs example_input= (one input batch) or verify_data=")
-        example_input = batches[0][:1]
-    data, reference, mode, notes = to_tflite(model, example_input.float(), quantize, calibration)
+    model, example_input, batches = export_inputs(model, example_input, verify_data)
+    data, reference, mode, notes = to_tflite(model, example_input, quantize, calibration)
     precision = {"none": "fp32", "dynamic": "dynamic-int8", "int8": "int8"}[mode]
     result = ExportResult(Path(path), len(data), precision, "int8" if mode == "int8" else None)
-    result.io = io_details(data)
+    interpreter = make_interpreter(data, threads)
+    result.io = io_details(interpreter)
     result.notes = notes
     if verify:
-        interpreter = make_interpreter(data, threads)
         inputs = batches or [example_input]
         step = _output_step(reference) if mode == "int8" else None
         result.parity = parity(reference, lambda x: run_interpreter(interpreter, x), [x.float() for x in inputs], step)
         result.parity["reference"] = "the fake-quantized PyTorch model" if mode == "int8" else "the PyTorch model"
-        top1, floor = result.parity["top1_agreement"], MIN_TOP1_AGREEMENT[mode]
-        if top1 is not None and top1 < floor:
-            raise ExportError(
-                f"verification failed: LiteRT agrees with PyTorch on {top1:.2f}% of top-1 predictions (< {floor}%), "
-                f"max |diff| {result.parity['max_abs_diff']:.4g}; the file was not written"
-            )
+        require_agreement(result.parity, MIN_TOP1_AGREEMENT[mode], "LiteRT")
     atomic_write(Path(path), data)
     return result

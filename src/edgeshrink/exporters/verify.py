@@ -8,6 +8,35 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeshrink.errors import ExportError
+
+
+def export_inputs(
+    model: nn.Module | object, example_input: torch.Tensor | None, verify_data: Iterable[torch.Tensor] | None
+) -> tuple[nn.Module, torch.Tensor, list[torch.Tensor]]:
+    """What every exporter starts from: the module (from an nn.Module or a compress() result, in eval
+    mode), a float example batch (given, or the first verification example) and the verification batches."""
+    if not isinstance(model, nn.Module):  # a CompressResult
+        model = getattr(model, "model", model)
+    if not isinstance(model, nn.Module):
+        raise ExportError(f"export needs an nn.Module or a compress() result, got {type(model).__name__}")
+    batches = list(verify_data) if verify_data is not None else []
+    if example_input is None:
+        if not batches:
+            raise ExportError("export needs example_input= (one input batch) or verify_data=")
+        example_input = batches[0][:1]
+    return model.eval(), example_input.float(), batches
+
+
+def require_agreement(result: dict, floor: float, runtime: str) -> None:
+    """ExportError (nothing gets written) when the exported file's top-1 agreement is below `floor`."""
+    top1 = result["top1_agreement"]
+    if top1 is not None and top1 < floor:
+        raise ExportError(
+            f"verification failed: {runtime} agrees with PyTorch on {top1:.2f}% of top-1 predictions "
+            f"(< {floor}%), max |diff| {result['max_abs_diff']:.4g}; the file was not written"
+        )
+
 
 def parity(
     model: nn.Module,
