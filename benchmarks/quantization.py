@@ -150,6 +150,7 @@ def run_model(name: str, args, progress: Progress) -> dict:
     fp32_preds = torch_predictions(model, data.test)
     sessions = {v: make_session(p, threads=args.threads) for v, p in files.items()}
     for variant, session in sessions.items():
+        progress.line(f"[{name}] {variant}: ONNX Runtime and PyTorch on {len(data.test.labels):,} test images")
         acc, preds = ort_accuracy(session, data.test)
         source = rows[variant].pop("_model", model if variant in ("fp32", "ort-quantize-static") else None)
         reference = fp32_preds if source is model else torch_predictions(source, data.test)
@@ -160,6 +161,7 @@ def run_model(name: str, args, progress: Progress) -> dict:
             agreement_reference="the fp32 PyTorch model" if source is model else "the compressed PyTorch model",
         )
     for batch in args.batches:
+        progress.line(f"[{name}] timing {len(sessions)} files at batch {batch}, {args.runs} runs each, interleaved")
         x = data.test.inputs[:batch].numpy()
         timings = time_interleaved(sessions, x, runs=args.runs, warmup=args.warmup, threads=args.threads)
         for variant, timing in timings.items():

@@ -1,6 +1,6 @@
 """Structured pruning and distillation on Fashion-MNIST: smaller and really faster models.
 
-    python benchmarks/structured.py --data-dir ../shared/data/fashion-mnist --out results.json
+    python benchmarks/structured.py --data-dir ../shared/data --out results.json
 
 For ResNet-8 at 4x width and MobileNetV2: train the baseline (or load it from --cache-dir), remove
 channels until the MACs fall by --target-macs-reduction (the `channels` stage), fine-tune the pruned
@@ -10,10 +10,10 @@ session timed interleaved with the others in this one process). Then ResNet-8 at
 trained from scratch and distilled from the 4x teacher with the same epochs. Writes JSON and prints
 markdown tables.
 
-Defaults (5,000 training images, 5 baseline epochs, 2 fine-tuning epochs) take roughly 35-50 minutes
-on 2 idle x86 cores the first time; baselines are cached in --cache-dir, so later runs skip about
-half of that. For a smoke test: --train-subset 256 --baseline-epochs 1 --finetune-epochs 1
---test-subset 500 --runs 5 (about 2.5 minutes).
+Defaults are the tasks' own (10,000 training images, 6 baseline epochs) and 2 fine-tuning epochs;
+the first run takes roughly an hour on 2 x86 cores. Baselines are cached in --cache-dir (shared with
+benchmarks/quantization.py), so later runs skip about a third of that. For a smoke test:
+--train-subset 256 --baseline-epochs 1 --finetune-epochs 1 --test-subset 500 --runs 5.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import itertools
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ import edgeshrink
 from edgeshrink.architecture import build_from_arch
 from edgeshrink.checkpoints import save_checkpoint
 from edgeshrink.encode.container import load_into
+from edgeshrink.exporters.runtime import make_session, time_interleaved
 from edgeshrink.measure.macs import flop_counter_macs as count_macs
 from edgeshrink.report.provenance import environment
 from edgeshrink.stages.base import StageContext, apply_stage
@@ -50,67 +50,26 @@ BATCH_SIZES = (1, 32)
 
 
 # ---------------------------------------------------------------- ONNX export and timing
-# Kept small and local: the library's `edgeshrink.export` module will take these over.
 
 
 def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> dict:
-    """Export with a dynamic batch dimension; check ONNX Runtime against PyTorch at every timed batch size."""
-    import onnxruntime as ort
-
+    """The library's ONNX export (dynamic batch), verified in ONNX Runtime at every timed batch size."""
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(b, *input_shape, generator=generator) for b in BATCH_SIZES]
     model = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)
-    x = torch.randn(1, *input_shape)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (x,), str(path), dynamo=True, external_data=False, dynamic_shapes=({0: "batch"},), verbose=False
-        )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst = 0.0
-    for b in BATCH_SIZES:
-        xb = torch.randn(b, *input_shape)
-        with torch.no_grad():
-            expected = model(xb).numpy()
-        got = session.run(None, {session.get_inputs()[0].name: xb.numpy()})[0]
-        worst = max(worst, float(np.abs(got - expected).max()))
-    if worst > 1e-3:
-        raise RuntimeError(f"{path.name}: ONNX Runtime differs from PyTorch by {worst:g}")
-    return {"path": str(path), "bytes": path.stat().st_size, "max_abs_diff_vs_torch": worst}
+    result = edgeshrink.export(model, path, batches[0], verify_data=batches)
+    return {"path": str(path), "bytes": result.bytes, "parity": result.parity}
 
 
 def time_sessions(paths: dict[str, Path], input_shape: tuple[int, ...], runs: int, warmup: int, threads: int) -> dict:
-    """Median and p90 latency (ms) of every model at every batch size, all sessions interleaved run by run.
-
-    Spinning is off: idle threads of one session would otherwise spin against the session being timed.
-    """
-    import onnxruntime as ort
-
-    sessions = {}
-    for name, path in paths.items():
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sessions[name] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    """Median and p90 latency (ms) of every model at every batch size, the models interleaved run by run."""
+    sessions = {name: make_session(path, threads) for name, path in paths.items()}
     rng = np.random.default_rng(0)
-    inputs = {b: rng.standard_normal((b, *input_shape)).astype(np.float32) for b in BATCH_SIZES}
-    jobs = [(name, b) for name in sessions for b in BATCH_SIZES]
-    feed = {name: s.get_inputs()[0].name for name, s in sessions.items()}
-    for name, b in jobs:
-        for _ in range(warmup):
-            sessions[name].run(None, {feed[name]: inputs[b]})
-    samples: dict[tuple[str, int], list[float]] = {job: [] for job in jobs}
-    for r in range(runs):
-        for name, b in jobs[r % len(jobs) :] + jobs[: r % len(jobs)]:  # rotate the order every round
-            started = time.perf_counter()
-            sessions[name].run(None, {feed[name]: inputs[b]})
-            samples[(name, b)].append((time.perf_counter() - started) * 1000)
     out: dict[str, dict] = {name: {} for name in sessions}
-    for (name, b), values in samples.items():
-        out[name][f"batch{b}"] = {
-            "median_ms": float(np.median(values)),
-            "p90_ms": float(np.percentile(values, 90)),
-            "runs": len(values),
-        }
+    for b in BATCH_SIZES:
+        x = rng.standard_normal((b, *input_shape)).astype(np.float32)
+        for name, timing in time_interleaved(sessions, x, runs=runs, warmup=warmup, threads=threads).items():
+            out[name][f"batch{b}"] = timing.to_dict()
     return out
 
 
@@ -359,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "spinning": "off (session.intra_op.allow_spinning = 0)",
             "statistic": f"median and p90 of {args.runs} runs after {args.warmup} warm-up runs; "
-            "every model and batch size interleaved run by run in one process",
-            "export": "torch.onnx.export(dynamo=True), dynamic batch, checked against PyTorch",
+            "the models interleaved run by run in one process, one batch size after the other",
+            "export": "edgeshrink.export (torch.onnx.export, dynamo, dynamic batch), verified against PyTorch",
         },
         "accuracy_on": "Fashion-MNIST test set" + (f" (subset of {args.test_subset})" if args.test_subset else ""),
         "results": entries,

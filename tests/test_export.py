@@ -113,6 +113,30 @@ def test_failed_verification_writes_nothing(tmp_path, monkeypatch):
     assert not target.exists()
 
 
+@pytest.mark.parametrize("fastest", ["uint8", "int8", "float"])
+def test_kernel_choice_follows_the_measurement(tmp_path, monkeypatch, fastest):
+    """The activation type with the faster measured kernels is written; fp32 is recommended when faster."""
+    import edgeshrink.exporters.onnx as exporter
+    from edgeshrink.exporters.runtime import Timing
+
+    def fake_timings(sessions, inputs, **_):
+        return {k: Timing(1.0 if k == fastest else 2.0, 2.0, 30, 1, 2) for k in sessions}
+
+    monkeypatch.setattr(exporter, "time_interleaved", fake_timings)
+    torch.manual_seed(0)
+    x = loaders()[1].inputs
+    qmodel, _ = prepare(SmallNet().eval(), {"conv": 8, "fc1": 8, "fc2": 8}, reduced_range=True)
+    calibrate(qmodel, [(x, None)])
+    result = edgeshrink.export(qmodel, tmp_path / "m.onnx", verify_data=[x])
+    written = onnx.load(tmp_path / "m.onnx")
+    quantize = next(n for n in written.graph.node if n.op_type == "QuantizeLinear")
+    zero_point = _inits(written)[quantize.input[2]]
+    assert zero_point.dtype == (np.int8 if fastest == "int8" else np.uint8)
+    assert result.activation_type == ("int8" if fastest == "int8" else "uint8")
+    assert result.kernel_choice["chosen"] == ("S8S8" if fastest == "int8" else "U8S8")
+    assert ("recommendation" in result.kernel_choice) == (fastest == "float")
+
+
 def test_w4_weights_are_int4_in_the_file(tmp_path):
     torch.manual_seed(0)
     model = SmallNet().eval()

@@ -28,7 +28,7 @@ from torch import nn
 from edgeshrink.encode.container import atomic_write
 from edgeshrink.errors import ExportError
 from edgeshrink.exporters.qdq import QuantizedWeight, rewrite_weights, set_activation_type
-from edgeshrink.exporters.runtime import make_session, run_session, time_interleaved
+from edgeshrink.exporters.runtime import int8_weights_saturate, make_session, run_session, time_interleaved
 from edgeshrink.exporters.verify import export_inputs, parity, require_agreement
 from edgeshrink.quant.prepare import activation_quantizers, is_quantized, weight_quantizers
 from edgeshrink.weights import baked_copy
@@ -205,10 +205,15 @@ def export(
                 "note": "uint8 and int8 activations are the same grid; the faster kernels on this machine were kept",
             }
             if best_ms > float_ms:
+                why = (
+                    "this CPU has no int8 dot-product instructions (VNNI), so integer convolutions run no faster "
+                    "than float ones and the quantize/dequantize work is added on top"
+                    if int8_weights_saturate()
+                    else "the quantize/dequantize work outweighs the integer kernels"
+                )
                 kernel_choice["recommendation"] = (
                     f"int8 is slower than float on this machine for this model ({best_ms:.3f} ms vs "
-                    f"{float_ms:.3f} ms at batch 1): the quantize/dequantize work outweighs the integer kernels; "
-                    "ship the float model unless size matters more than speed"
+                    f"{float_ms:.3f} ms at batch 1): {why}; ship the float model unless size matters more than speed"
                 )
             graph, rows = candidates[activation_type]
         else:
