@@ -76,14 +76,8 @@ def time_sessions(paths: dict[str, Path], input_shape: tuple[int, ...], runs: in
 # ---------------------------------------------------------------- the experiment
 
 
-def finetune_config(epochs: int, distill: bool) -> TrainConfig:
-    return TrainConfig(
-        epochs=epochs,
-        optimizer="adamw",
-        lr=1e-3,
-        weight_decay=5e-4,
-        distill=DistillConfig(temperature=4.0, alpha=0.9) if distill else None,
-    )
+def finetune_config(epochs: int, distill: DistillConfig | None) -> TrainConfig:
+    return TrainConfig(epochs=epochs, optimizer="adamw", lr=1e-3, weight_decay=5e-4, distill=distill)
 
 
 def eval_split(data, n: int | None) -> Split:
@@ -138,7 +132,7 @@ def run_model(name: str, args, progress: Progress, onnx_paths: dict[str, Path]) 
     after_pruning = evaluate(pruned, test)
 
     variants = {}
-    for label, distill in (("finetuned", False), ("distilled", True)):
+    for label, distill in (("finetuned", None), ("distilled", args.distill)):
         t0 = time.perf_counter()
         tuned = copy.deepcopy(pruned)
         seed_everything(args.seed)
@@ -188,7 +182,7 @@ def run_student(teacher: torch.nn.Module, args, progress: Progress, onnx_paths: 
         started = time.perf_counter()
         seed_everything(args.seed)
         student = create_model("resnet8", input_shape=task.input_shape)
-        train_cfg = cfg.model_copy(update={"distill": DistillConfig(temperature=4.0, alpha=0.9) if distill else None})
+        train_cfg = cfg.model_copy(update={"distill": args.distill if distill else None})
         fit(student, task.train_loader(data, args.seed), train_cfg, stage=f"student {label}", progress=progress,
             teacher=teacher if distill else None)  # fmt: skip
         out[f"accuracy_{label}"] = evaluate(student, test)
@@ -271,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--student-epochs", type=int, default=None, help="default: the baseline's epochs")
+    parser.add_argument("--distill-temperature", type=float, default=4.0, help="soft-target temperature")
+    parser.add_argument("--distill-alpha", type=float, default=0.9, help="weight of the soft-target loss")
     parser.add_argument("--target-macs-reduction", type=float, default=0.5)
     parser.add_argument("--criterion", choices=["l1", "bn_scale", "taylor"], default="l1")
     parser.add_argument("--round-to", type=int, default=8, help="keep channel counts a multiple of this")
@@ -286,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.student_epochs is None:
         args.student_epochs = args.baseline_epochs or load_task(TASKS["resnet8x4"]).train.epochs
+    if args.distill_temperature <= 0 or not 0 <= args.distill_alpha <= 1:
+        parser.error("--distill-temperature must be > 0 and --distill-alpha between 0 and 1")
+    args.distill = DistillConfig(temperature=args.distill_temperature, alpha=args.distill_alpha)
     progress = Progress(not args.quiet)
     onnx_paths: dict[str, Path] = {}
     started = time.perf_counter()
@@ -311,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "structured",
         "command": " ".join(sys.argv),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "distill"},
         "environment": environment(),
         "latency_method": {
             "runtime": f"onnxruntime {onnxruntime.__version__}, CPUExecutionProvider",
