@@ -1,17 +1,55 @@
-"""Shared by the benchmarks: cached baselines and data folders."""
+"""Shared by the benchmarks: cached baselines, data folders, common options and the run-and-write loop."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import edgeshrink
 from edgeshrink.checkpoints import load_checkpoint, save_checkpoint
 from edgeshrink.encode.container import load_into
+from edgeshrink.report.provenance import environment
 from edgeshrink.tasks.registry import Task, load_task
 from edgeshrink.train import Progress, evaluate, fit, seed_everything
 
 DATA_SUBDIRS = {"mnist": "mnist", "fashion": "fashion-mnist"}
+MODEL_TASKS = {"lenet5": "mnist-lenet5", "resnet8x4": "fashion-resnet8x4"}  # the int8 benchmarks' models
+
+
+def add_run_options(parser: argparse.ArgumentParser, runs_dir: str) -> None:
+    """Timing, cache, output-folder, seed and quiet options, the same in every benchmark."""
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per file and batch size")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2, help="runtime intra-op threads")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/baselines"))
+    parser.add_argument("--runs-dir", type=Path, default=Path(runs_dir))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run_models(benchmark: str, args, run_model: Callable, markdown: Callable[[list[dict]], str]) -> int:
+    """Run `run_model(name, args, progress)` for each of --models, write the JSON to --out, print markdown."""
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [n for n in names if n not in MODEL_TASKS]
+    if unknown or not names:
+        print(f"error: unknown model(s) {unknown}; choose from {', '.join(MODEL_TASKS)}", file=sys.stderr)
+        return 2
+    progress = Progress(not args.quiet)
+    try:
+        entries = [run_model(name, args, progress) for name in names]
+    except edgeshrink.EdgeshrinkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": benchmark, "command": " ".join(sys.argv), "environment": environment()}
+    args.out.write_text(json.dumps({**payload, "results": entries}, indent=2, default=str))
+    print(markdown(entries))
+    return 0
 
 
 def task_data_dir(root: Path, task: Task) -> Path:

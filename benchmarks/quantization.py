@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -26,14 +25,12 @@ import torch
 import edgeshrink
 from edgeshrink.exporters.runtime import make_session, time_interleaved
 from edgeshrink.recipes import Recipe, load_recipe
-from edgeshrink.report.provenance import environment
 from edgeshrink.tasks.registry import load_task
 from edgeshrink.train import Progress, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import baseline, task_data_dir  # noqa: E402
+from common import MODEL_TASKS, add_run_options, baseline, run_models, task_data_dir  # noqa: E402
 
-MODELS = {"lenet5": "mnist-lenet5", "resnet8x4": "fashion-resnet8x4"}
 VARIANTS = ("fp32", "fp16", "int8-ptq", "int8-qat", "w4a8", "ort-quantize-static")
 RECIPES = {"fp16": "fp16", "int8-ptq": "int8", "int8-qat": "int8-qat", "w4a8": "w4a8"}
 
@@ -90,12 +87,12 @@ def ort_quantize_static(fp32_path: Path, out: Path, calibration: torch.Tensor) -
 
 
 def run_model(name: str, args, progress: Progress) -> dict:
-    task = load_task(MODELS[name])
+    task = load_task(MODEL_TASKS[name])
     if args.train_subset is not None:
         task = dataclasses.replace(task, train_subset=args.train_subset)
     data = task.data(task_data_dir(args.data_dir, task))
     model, train_seconds, cached = baseline(
-        MODELS[name], data, args.cache_dir, args.seed, progress, args.baseline_epochs, args.train_subset
+        MODEL_TASKS[name], data, args.cache_dir, args.seed, progress, args.baseline_epochs, args.train_subset
     )
     model.eval()
     calibration = data.train.subset(args.calibration_images, seed=args.seed)
@@ -209,27 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-images", type=int, default=2048)
     parser.add_argument("--verify-examples", type=int, default=2000)
     parser.add_argument("--batches", default="1,64")
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/baselines"))
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs/quantization-benchmark"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
+    add_run_options(parser, "runs/quantization-benchmark")
     args = parser.parse_args(argv)
     args.variants = {v.strip() for v in args.variants.split(",")} | {"fp32"}
     args.batches = [int(b) for b in args.batches.split(",")]
-    progress = Progress(not args.quiet)
-    try:
-        entries = [run_model(m.strip(), args, progress) for m in args.models.split(",")]
-    except edgeshrink.EdgeshrinkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": "quantization", "command": " ".join(sys.argv), "environment": environment()}
-    args.out.write_text(json.dumps({**payload, "results": entries}, indent=2, default=str))
-    print(markdown(entries, args.batches))
-    return 0
+    return run_models("quantization", args, run_model, lambda entries: markdown(entries, args.batches))
 
 
 if __name__ == "__main__":

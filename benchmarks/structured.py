@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import baseline, task_data_dir
+from common import add_run_options, baseline, task_data_dir
 
 import edgeshrink
 from edgeshrink.architecture import build_from_arch
@@ -272,15 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-macs-reduction", type=float, default=0.5)
     parser.add_argument("--criterion", choices=["l1", "bn_scale", "taylor"], default="l1")
     parser.add_argument("--round-to", type=int, default=8, help="keep channel counts a multiple of this")
-    parser.add_argument("--runs", type=int, default=100, help="timed runs per model and batch size")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     parser.add_argument("--test-subset", type=int, default=None, help="smoke tests only: fewer test images")
     parser.add_argument("--no-student", action="store_true", help="skip the student comparison")
-    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/baselines"))
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs/structured-benchmark"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
+    add_run_options(parser, "runs/structured-benchmark")
     args = parser.parse_args(argv)
     if args.student_epochs is None:
         args.student_epochs = args.baseline_epochs or load_task(TASKS["resnet8x4"]).train.epochs
