@@ -54,6 +54,48 @@ def test_student_learns_from_the_teacher_not_the_labels():
     assert accuracy[1.0] > 85 and accuracy[1.0] > accuracy[0.0] + 30
 
 
+class PerBatch:
+    """The same batches without `with_targets`: fit must then run the teacher on every batch."""
+
+    def __init__(self, loader: TensorLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+class CountingTeacher(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.examples = net, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.examples += len(x)
+        return self.net(x)
+
+
+def test_teacher_logits_computed_once_train_the_same_student_as_per_batch_logits():
+    torch.manual_seed(0)
+    train, _ = loaders()
+    teacher = SmallNet()
+    fit(teacher, train, TrainConfig(epochs=2, lr=3e-3), progress=None)
+    x, y = blobs()
+    cfg = TrainConfig(epochs=3, lr=3e-3, distill=DistillConfig(temperature=2.0, alpha=0.7))
+    students, passes = [], []
+    for wrap in (lambda loader: loader, PerBatch):
+        torch.manual_seed(1)
+        student, counting = SmallNet(), CountingTeacher(teacher)
+        fit(student, wrap(TensorLoader(x, y, 32, shuffle=True, seed=3)), cfg, progress=None, teacher=counting)
+        students.append(student)
+        passes.append(counting.examples / len(x))
+    assert passes == [1.0, cfg.epochs]  # one teacher pass in memory, one per epoch otherwise
+    for a, b in zip(students[0].state_dict().values(), students[1].state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_student_with_other_classes_is_refused():
     train, _ = loaders()
     student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))

@@ -116,9 +116,11 @@ def distill(
     out: Annotated[Path, typer.Option("--out", "-o", help="student checkpoint to write")],
     student_width: Annotated[float | None, typer.Option(help="width multiplier of the student")] = None,
     data_dir: DataDirOpt = None,
-    epochs: Annotated[int | None, typer.Option(help="override the task's epochs")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="override the task's epochs (distillation gains need several times more)")
+    ] = None,
     temperature: Annotated[float, typer.Option(help="softmax temperature of the soft targets")] = 4.0,
-    alpha: Annotated[float, typer.Option(help="weight of the soft-target loss (1 - alpha on the labels)")] = 0.9,
+    alpha: Annotated[float, typer.Option(help="weight of the soft-target loss (1 - alpha on the labels)")] = 0.5,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:

@@ -27,7 +27,7 @@ def distill_student(
 ) -> list[dict]:
     """Train `student` in place from `teacher`'s soft targets; returns the per-epoch history.
 
-    `cfg.distill` sets temperature and soft-target weight (default: T = 4, alpha = 0.9). The teacher
+    `cfg.distill` sets temperature and soft-target weight (default: T = 4, alpha = 0.5). The teacher
     is copied and frozen; it is never modified.
     """
     if cfg.distill is None:

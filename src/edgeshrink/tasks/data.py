@@ -6,6 +6,7 @@ overhead of `torch.utils.data.DataLoader` (these data sets fit in RAM many times
 
 from __future__ import annotations
 
+import copy
 import gzip
 import struct
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ class TensorLoader:
         shuffle: bool = False,
         seed: int = 0,
         repeats: int = 1,
+        targets: torch.Tensor | None = None,
     ) -> None:
         if len(inputs) != len(labels):
             raise DataError(f"{len(inputs)} inputs but {len(labels)} labels: the two must have the same length")
@@ -37,21 +39,35 @@ class TensorLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.repeats = repeats  # passes per epoch: tiny data sets count a few passes as one epoch
+        self.targets = targets  # per-example extra targets (a teacher's logits), yielded third when set
         self._generator = torch.Generator().manual_seed(seed)
+
+    def with_targets(self, targets: torch.Tensor) -> TensorLoader:
+        """The same batches in the same order, each with its rows of `targets` as a third element.
+
+        The new loader shares this one's shuffling generator, so the epochs continue exactly as this
+        loader's would have (distillation precomputes a frozen teacher's logits once this way).
+        """
+        if len(targets) != len(self.inputs):
+            raise DataError(f"{len(targets)} targets for {len(self.inputs)} inputs: give one row per input")
+        other = copy.copy(self)
+        other.targets = targets
+        return other
 
     def __len__(self) -> int:
         return self.repeats * ((len(self.inputs) + self.batch_size - 1) // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         n = len(self.inputs)
+        tensors = (self.inputs, self.labels) if self.targets is None else (self.inputs, self.labels, self.targets)
         for _ in range(self.repeats):
             order = torch.randperm(n, generator=self._generator) if self.shuffle else None
             for start in range(0, n, self.batch_size):
                 if order is None:
-                    yield self.inputs[start : start + self.batch_size], self.labels[start : start + self.batch_size]
+                    yield tuple(t[start : start + self.batch_size] for t in tensors)
                 else:
                     idx = order[start : start + self.batch_size]
-                    yield self.inputs[idx], self.labels[idx]
+                    yield tuple(t[idx] for t in tensors)
 
 
 @dataclass(frozen=True)
