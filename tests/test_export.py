@@ -149,3 +149,39 @@ def test_w4_weights_are_int4_in_the_file(tmp_path):
     assert types["fc1.weight_quantized"] == onnx.TensorProto.INT4
     assert types["conv.weight_quantized"] == onnx.TensorProto.INT8
     assert result.precision == "w4/8a8"
+
+
+SHARED_POOL_SCRIPT = """
+import sys, numpy as np, torch
+from edgeshrink.errors import ConfigError
+from edgeshrink.exporters.onnx import to_onnx
+from edgeshrink.exporters.runtime import make_session, run_session
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten()).eval()
+x = torch.randn(2, 3, 8, 8)
+data = to_onnx(model, x[:1], "uint8")[0].SerializeToString()
+own = run_session(make_session(data, threads=2), x.numpy())
+shared = run_session(make_session(data, threads=2, pool="shared"), x.numpy())
+np.testing.assert_allclose(shared, own, rtol=1e-5, atol=1e-6)
+np.testing.assert_allclose(shared, model(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+make_session(data, threads=2, pool="shared")  # the same size again is fine
+for kwargs in ({"threads": 1, "pool": "shared"}, {"threads": 2}):
+    try:
+        make_session(data, **kwargs)
+    except ConfigError as exc:
+        print("refused:", exc)
+    else:
+        sys.exit(f"{kwargs} was not refused")
+"""
+
+
+def test_shared_thread_pool_computes_the_same_and_refuses_what_onnx_runtime_cannot_do(tmp_path):
+    # A process-wide ONNX Runtime setting: run in a fresh interpreter so this test process keeps its own pools.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SHARED_POOL_SCRIPT], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    refusals = [line for line in done.stdout.splitlines() if line.startswith("refused:")]
+    assert len(refusals) == 2 and "pool has 2 threads" in refusals[0]
+    assert "own thread pool" in refusals[1]

@@ -1,8 +1,14 @@
 """ONNX Runtime sessions and latency measurement.
 
-Sessions never spin idle threads (`session.intra_op.allow_spinning = 0`): on a 2-core machine a
-spinning session steals time from the next one, so interleaved timings of several variants in one
-process would be noise (see docs/design.md).
+Two thread-pool settings (`pool`), both fair to models timed interleaved in one process:
+- "session" (default): each session owns its threads and never spins them idle
+  (`session.intra_op.allow_spinning = 0`); on a 2-core machine a spinning session would steal time
+  from the next one, so interleaved timings would be noise. Waking the pool's threads costs about
+  10 us per parallel operator, which weighs on small, fast models.
+- "shared": every session uses one process-wide pool with ONNX Runtime's default spinning, what an
+  app that runs one model sees; idle sessions hold no threads, so interleaving stays fair. ONNX
+  Runtime fixes this pool's size once per process, and once it exists no session may own a pool.
+See docs/design.md.
 """
 
 from __future__ import annotations
@@ -14,7 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeshrink.errors import ConfigError
+
 Level = str  # "all" | "basic" | "disable"
+Pool = str  # "session" | "shared"
+_shared_pool_threads: int | None = None
 
 
 def cpu_flags() -> set[str]:
@@ -38,14 +48,26 @@ def int8_weights_saturate() -> bool:
     return not ({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
 
 
-def make_session(model: str | Path | bytes, threads: int = 2, level: Level = "all"):
-    """An ONNX Runtime CPU session with a fixed thread count and no spinning."""
+def make_session(model: str | Path | bytes, threads: int = 2, level: Level = "all", pool: Pool = "session"):
+    """An ONNX Runtime CPU session with a fixed thread count: its own pool without spinning, or the
+    process-wide spinning pool (`pool="shared"`, see the module docstring)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if pool == "shared":
+        share_thread_pool(threads)
+        options.use_per_session_threads = False
+    elif pool == "session":
+        if _shared_pool_threads is not None:
+            raise ConfigError(
+                "ONNX Runtime allows no session with its own thread pool once a process uses the shared pool: "
+                "create own-pool sessions first, or time the shared pool in another process"
+            )
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    else:
+        raise ConfigError(f"pool {pool!r} is not known: use 'session' or 'shared'")
     options.graph_optimization_level = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -53,6 +75,22 @@ def make_session(model: str | Path | bytes, threads: int = 2, level: Level = "al
     }[level]
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def share_thread_pool(threads: int) -> None:
+    """Size the process-wide pool that `pool="shared"` sessions use (ONNX Runtime allows it once)."""
+    global _shared_pool_threads
+    if _shared_pool_threads == threads:
+        return
+    if _shared_pool_threads is not None:
+        raise ConfigError(
+            f"this process's shared ONNX Runtime thread pool has {_shared_pool_threads} threads and ONNX Runtime "
+            f"sizes it once per process: time {threads} threads in another process, or with pool='session'"
+        )
+    from onnxruntime.capi import _pybind_state
+
+    _pybind_state.set_global_thread_pool_sizes(threads, 1)
+    _shared_pool_threads = threads
 
 
 def run_session(session, inputs: np.ndarray) -> np.ndarray:

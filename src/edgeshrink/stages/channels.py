@@ -51,7 +51,9 @@ class ChannelsConfig(StageConfig):
     accuracy_budget: float = Field(1.0, ge=0, description="sensitivity: accuracy points one group may cost")
     sensitivity_ratios: list[float] = Field([0.2, 0.4, 0.6, 0.8], min_length=1)
     max_ratio: float = Field(0.8, description="no searched or sensitivity ratio goes above this")
-    round_to: int = Field(8, ge=1, description="keep channel counts a multiple of this (8: ONNX Runtime's blocks)")
+    round_to: int = Field(
+        8, ge=1, description="keep channel counts a multiple of this (ONNX Runtime blocks: 8 on AVX2, 16 on AVX-512)"
+    )
     steps: int = Field(1, ge=1)
     calibration_batches: int = Field(4, ge=1, description="training batches for taylor and sensitivity")
     scope: Scope = Scope()
