@@ -164,13 +164,54 @@ def run_model(name: str, args, progress: Progress) -> dict:
         for variant, timing in timings.items():
             rows[variant][f"latency_batch{batch}"] = timing.to_dict()
             rows[variant][f"latency_ratio_batch{batch}"] = timing.median_ms / timings["fp32"].median_ms
-    return {
+    entry = {
         "model": name,
         "task": task.name,
         "parameters": sum(p.numel() for p in model.parameters()),
         "baseline_training_seconds": round(train_seconds, 1),
         "baseline_cached": cached,
         "variants": rows,
+    }
+    if args.calibration_seeds:
+        entry["calibration_samples"] = calibration_samples(name, model, task, data, args, files["fp32"], rows, progress)
+    return entry
+
+
+def calibration_samples(name, model, task, data, args, fp32_path: Path, rows: dict, progress: Progress) -> dict:
+    """int8 PTQ against quantize_static on other calibration samples (--calibration-seeds): the accuracy
+    of one calibration sample moves by a few test images, so the two are compared on several."""
+    per_seed = [
+        {"seed": args.seed, "int8-ptq": rows["int8-ptq"]["onnx_accuracy"],
+         "ort-quantize-static": rows["ort-quantize-static"]["onnx_accuracy"]}
+    ]  # fmt: skip
+    out_dir = args.runs_dir / name / "calibration-samples"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    example = data.test.inputs[:1]
+    for seed in args.calibration_seeds:
+        progress.line(f"[{name}] calibration sample seed {seed}: int8 PTQ and quantize_static")
+        calibration = data.train.subset(args.calibration_images, seed=seed)
+        result = edgeshrink.compress(
+            model, load_recipe(RECIPES["int8-ptq"]), calibration_loader=calibration.loader(128),
+            out=out_dir / f"int8-ptq-seed{seed}", seed=args.seed, arch=task.arch, progress=False,
+        )  # fmt: skip
+        ptq = edgeshrink.export(
+            result, out_dir / f"int8-ptq-seed{seed}.onnx", example, verify_data=[data.test.inputs[:500]]
+        )
+        static = out_dir / f"ort-quantize-static-seed{seed}.onnx"
+        ort_quantize_static(fp32_path, static, calibration.inputs)
+        row = {"seed": seed}
+        for variant, path in (("int8-ptq", ptq.path), ("ort-quantize-static", static)):
+            row[variant] = ort_accuracy(make_session(path, threads=args.threads), data.test)[0]
+        per_seed.append(row)
+    ptq_acc = np.array([r["int8-ptq"] for r in per_seed])
+    static_acc = np.array([r["ort-quantize-static"] for r in per_seed])
+    return {
+        "images": args.calibration_images,
+        "per_seed": per_seed,
+        "int8-ptq_mean": float(ptq_acc.mean()),
+        "ort-quantize-static_mean": float(static_acc.mean()),
+        "mean_difference": float((ptq_acc - static_acc).mean()),
+        "ptq_not_lower_per_seed": int((ptq_acc >= static_acc).sum()),
     }
 
 
@@ -191,6 +232,19 @@ def markdown(entries: list[dict], batches: list[int]) -> str:
                 f"| {e['model']} | {variant} | {r['onnx_accuracy']:.2f}% | {r['onnx_accuracy'] - fp32:+.2f} | "
                 f"{r['onnx_bytes']:,} | " + " | ".join(cells) + f" | {r['top1_agreement_with_torch']:.2f}% |"
             )
+    for e in entries:
+        c = e.get("calibration_samples")
+        if c:
+            lines += ["", f"{e['model']}: accuracy by calibration sample ({c['images']} images each)", "",
+                      "| seed | int8 PTQ | quantize_static |", "| --- | --- | --- |"]  # fmt: skip
+            lines += [
+                f"| {r['seed']} | {r['int8-ptq']:.2f}% | {r['ort-quantize-static']:.2f}% |" for r in c["per_seed"]
+            ]
+            lines.append(
+                f"| mean | {c['int8-ptq_mean']:.3f}% | {c['ort-quantize-static_mean']:.3f}% |"
+                f" (PTQ - quantize_static: {c['mean_difference']:+.3f}; not lower on {c['ptq_not_lower_per_seed']}"
+                f" of {len(c['per_seed'])} samples)"
+            )
     return "\n".join(lines)
 
 
@@ -206,10 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-images", type=int, default=2048)
     parser.add_argument("--verify-examples", type=int, default=2000)
     parser.add_argument("--batches", default="1,64")
+    parser.add_argument(
+        "--calibration-seeds", default="", help="int8 PTQ vs quantize_static again on these calibration samples"
+    )
     add_run_options(parser, "runs/quantization-benchmark")
     args = parser.parse_args(argv)
     args.variants = {v.strip() for v in args.variants.split(",")} | {"fp32"}
     args.batches = [int(b) for b in args.batches.split(",")]
+    args.calibration_seeds = [int(x) for x in args.calibration_seeds.split(",") if x.strip()]
+    if args.calibration_seeds and not {"int8-ptq", "ort-quantize-static"} <= args.variants:
+        parser.error("--calibration-seeds compares int8-ptq with ort-quantize-static: keep both in --variants")
     return run_models("quantization", args, run_model, lambda entries: markdown(entries, args.batches))
 
 
