@@ -195,7 +195,10 @@ def calibration_samples(name, model, task, data, args, fp32_path: Path, rows: di
             out=out_dir / f"int8-ptq-seed{seed}", seed=args.seed, arch=task.arch, progress=False,
         )  # fmt: skip
         ptq = edgeshrink.export(
-            result, out_dir / f"int8-ptq-seed{seed}.onnx", example, verify_data=[data.test.inputs[:500]]
+            result,
+            out_dir / f"int8-ptq-seed{seed}.onnx",
+            example,
+            verify_data=[data.test.inputs[: args.verify_examples]],
         )
         static = out_dir / f"ort-quantize-static-seed{seed}.onnx"
         ort_quantize_static(fp32_path, static, calibration.inputs)

@@ -51,6 +51,9 @@ from edgeshrink.tasks.zoo import create_model
 from edgeshrink.train import DistillConfig, Progress, TrainConfig, evaluate, fit, seed_everything
 
 TASKS = {"resnet8x4": "fashion-resnet8x4", "mobilenetv2": "fashion-mobilenetv2"}
+# thread pools timed, in this order (ONNX Runtime allows no own-pool session once the shared pool exists),
+# and the suffix of their result keys: "latency" is the shared pool's, "latency_own_pools" the other
+POOL_SUFFIX = {"session": "_own_pools", "shared": ""}
 BATCH_SIZES = (1, 32)
 
 
@@ -225,7 +228,7 @@ def add_latency(entries: list[dict], student: dict | None, latency: dict[str, di
     for e in entries:
         targets = {}
         for pool, times in latency.items():
-            key_suffix = "" if pool == "shared" else "_own_pools"
+            key_suffix = POOL_SUFFIX[pool]
             for key in ("baseline", "pruned"):
                 e[key]["latency" + key_suffix] = times[f"{e['model']}/{key}"]
             ratio = {
@@ -238,8 +241,8 @@ def add_latency(entries: list[dict], student: dict | None, latency: dict[str, di
         targets["distilled_within_0.5_points"] = e["pruned"]["accuracy_distilled"] >= e["baseline"]["accuracy"] - 0.5
         e["issue_targets"] = targets
     if student is not None:
-        student["latency"] = latency["shared"]["student/resnet8"]
-        student["latency_own_pools"] = latency["session"]["student/resnet8"]
+        for pool, times in latency.items():
+            student["latency" + POOL_SUFFIX[pool]] = times["student/resnet8"]
 
 
 def markdown(entries: list[dict], student: dict | None) -> str:
@@ -363,8 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.line(f"timing {len(onnx_paths)} ONNX models interleaved, {args.runs} runs each, two thread pools")
         shape = load_task(TASKS["resnet8x4"]).input_shape
         latency = {
-            pool: time_sessions(onnx_paths, shape, args.runs, args.warmup, args.threads, pool)
-            for pool in ("session", "shared")  # ONNX Runtime allows no own-pool session after the shared one
+            pool: time_sessions(onnx_paths, shape, args.runs, args.warmup, args.threads, pool) for pool in POOL_SUFFIX
         }
         add_latency(entries, student, latency)
     except edgeshrink.EdgeshrinkError as exc:

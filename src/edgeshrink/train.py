@@ -123,7 +123,7 @@ def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 512) -> to
 def _with_teacher_logits(train_batches: Batches, teacher: nn.Module, stage: str, progress: Progress) -> Batches:
     """Distillation's teacher logits: computed once for in-memory data (a loader with `with_targets`,
     such as TensorLoader), since a frozen eval-mode teacher gives the same logits for the same input
-    in every epoch: one teacher pass instead of one per epoch (5x faster for a 16x larger teacher).
+    in every epoch: one teacher pass instead of one per epoch.
     Other loaders (augmenting ones, DataLoaders) are returned as they are; the teacher then runs per batch."""
     if not callable(getattr(train_batches, "with_targets", None)):
         return train_batches

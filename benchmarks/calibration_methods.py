@@ -1,0 +1,94 @@
+"""Which activation calibration should the int8 recipe use? Decided without labels.
+
+    python benchmarks/calibration_methods.py --data-dir ../shared/data --out results.json
+
+For each model: int8 PTQ (the `int8` recipe) with every calibration method (minmax, percentile, MSE,
+KL) on the same 2,048 calibration images, and the mean squared logit error of each quantized PyTorch
+model against the fp32 model on 2,048 other training images; the method with the smallest error is
+the label-free choice. Test accuracy is reported beside it, not used to choose. Baselines come from
+--cache-dir (shared with the other benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+import edgeshrink
+from edgeshrink.recipes import load_recipe
+from edgeshrink.tasks.data import Split
+from edgeshrink.tasks.registry import load_task
+from edgeshrink.train import Progress, evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MODEL_TASKS, add_run_options, baseline, run_models, task_data_dir  # noqa: E402
+
+METHODS = ("minmax", "percentile", "mse", "kl")
+
+
+def run_model(name: str, args, progress: Progress) -> dict:
+    task = load_task(MODEL_TASKS[name])
+    data = task.data(task_data_dir(args.data_dir, task))
+    model = baseline(task.name, data, args.cache_dir, args.seed, progress)[0].eval()
+    # one random permutation: its first images are the quantization benchmark's calibration sample
+    # (Split.subset takes a prefix), the next as many are the held-out images
+    n = args.calibration_images
+    sample = data.train.subset(2 * n, seed=args.seed)
+    calibration, held = Split(sample.inputs[:n], sample.labels[:n]), sample.inputs[n:]
+    with torch.no_grad():
+        reference = model(held)
+    recipe = load_recipe("int8")
+    rows = {}
+    for method in METHODS:
+        progress.line(f"[{name}] int8 PTQ, {method} calibration")
+        stage = recipe.stages[0].model_copy(update={"calibration": method})
+        with tempfile.TemporaryDirectory() as tmp:
+            result = edgeshrink.compress(
+                model, recipe.model_copy(update={"stages": [stage]}), calibration_loader=calibration.loader(128),
+                out=Path(tmp), seed=args.seed, arch=task.arch, progress=False,
+            )  # fmt: skip
+        quantized = result.model.eval()
+        with torch.no_grad():
+            logits = quantized(held)
+        rows[method] = {
+            "held_out_logit_mse": float(((logits - reference) ** 2).mean()),
+            "test_accuracy": evaluate(quantized, data.test.loader(1000)),
+        }
+    return {
+        "model": name,
+        "fp32_test_accuracy": evaluate(model, data.test.loader(1000)),
+        "held_out_images": len(held),
+        "methods": rows,
+        "label_free_choice": min(rows, key=lambda m: rows[m]["held_out_logit_mse"]),
+    }
+
+
+def markdown(entries: list[dict]) -> str:
+    lines = ["| model | calibration | held-out logit MSE vs fp32 | test accuracy (fp32) |", "| --- | --- | --- | --- |"]
+    for e in entries:
+        for method, r in sorted(e["methods"].items(), key=lambda kv: kv[1]["held_out_logit_mse"]):
+            mark = " (chosen)" if method == e["label_free_choice"] else ""
+            lines.append(
+                f"| {e['model']} | {method}{mark} | {r['held_out_logit_mse']:.5f} | "
+                f"{r['test_accuracy']:.2f}% ({e['fp32_test_accuracy']:.2f}%) |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, required=True, help="folder with mnist/ and fashion-mnist/")
+    parser.add_argument("--out", type=Path, default=Path("results.json"))
+    parser.add_argument("--models", default="lenet5,resnet8x4")
+    parser.add_argument("--calibration-images", type=int, default=2048)
+    add_run_options(parser, "runs/calibration-methods")
+    args = parser.parse_args(argv)
+    return run_models("calibration-methods", args, run_model, markdown)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
