@@ -3,10 +3,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
-from edgeshrink.encode.container import MAGIC, pack, read_container, state_to_bytes, unpack
-from edgeshrink.errors import ArchitectureMismatchError, FormatError
+from edgeshrink.encode.container import MAGIC, read_container, state_to_bytes
+from edgeshrink.errors import FormatError
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -84,24 +83,8 @@ def test_sparse_shared_tensor_is_smaller_than_dense():
     assert result.nbytes < w.size * 4 / 10
 
 
-def _model():
-    return nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
-
-
-def test_pack_unpack_model(tmp_path):
-    torch.manual_seed(0)
-    model = _model()
-    path = pack(model, tmp_path / "m.eshrink", arch={"model": "test"})
-    fresh = unpack(path.path, _model())
-    x = torch.randn(5, 6)
-    assert torch.equal(fresh(x), model(x))
-    assert read_container(path.path).arch == {"model": "test"}
-
-
-def test_truncated_or_corrupted_container_is_refused(tmp_path):
-    path = tmp_path / "m.eshrink"
-    pack(_model(), path)
-    data = path.read_bytes()
+def test_truncated_or_corrupted_container_is_refused():
+    data = state_to_bytes({"w": torch.randn(6, 4), "b": torch.zeros(4)}).data
     for damaged in (data[:-1], data[: len(data) // 2], data[:10]):
         with pytest.raises(FormatError):
             read_container(damaged)
@@ -114,22 +97,32 @@ def test_truncated_or_corrupted_container_is_refused(tmp_path):
     assert data.startswith(MAGIC)
 
 
-def test_wrong_architecture_is_refused(tmp_path):
-    path = tmp_path / "m.eshrink"
-    pack(_model(), path)
-    with pytest.raises(ArchitectureMismatchError, match="wrong shape"):
-        unpack(path, nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)))
-    with pytest.raises(ArchitectureMismatchError, match="missing"):
-        unpack(path, nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3), nn.Linear(3, 3)))
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.uint8])
+def test_integer_codes_are_packed_and_huffman_coded_below_their_width(dtype):
+    """Integer weight codes (int8, 4-bit): a codebook of their distinct values, indices at the codes' own
+    width with fixed coding, and below it with Huffman coding (the codes are far from uniform)."""
+    torch.manual_seed(0)
+    w = torch.randn(64, 300)
+    for qmax in (127, 7):
+        codes = torch.clamp(torch.round(w / (w.abs().amax(1, keepdim=True) / qmax)), -qmax, qmax).to(dtype)
+        if dtype == torch.uint8:
+            codes = (codes.to(torch.int16) + qmax).to(torch.uint8)
+        fixed = state_to_bytes({"w": codes}, coding="fixed")
+        huff = state_to_bytes({"w": codes}, coding="huffman")
+        for packed in (fixed, huff):
+            assert same_bits(read_container(packed.data).state["w"], codes)
+        bits = int(np.ceil(np.log2(len(torch.unique(codes)))))
+        assert fixed.tensors[0].nbytes <= codes.numel() * bits / 8 + len(torch.unique(codes)) * codes.element_size()
+        assert huff.tensors[0].nbytes < fixed.tensors[0].nbytes
+        entropy = huff.tensors[0].value_entropy_bits / 8
+        assert huff.tensors[0].value_bits / 8 <= entropy * 1.02 + 1  # Huffman lands within 2% of the entropy
 
 
-def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
-    path = tmp_path / "m.eshrink"
-
-    def boom(self, data):
-        raise OSError("disk full")
-
-    monkeypatch.setattr("pathlib.Path.write_bytes", boom)
-    with pytest.raises(OSError):
-        pack(_model(), path)
-    assert list(tmp_path.iterdir()) == []
+def test_pruned_integer_codes_are_stored_sparse():
+    torch.manual_seed(0)
+    codes = torch.randint(-127, 128, (200, 100), dtype=torch.int8)
+    codes[torch.rand(200, 100) < 0.95] = 0
+    packed = state_to_bytes({"w": codes})
+    assert packed.tensors[0].encoding.startswith("sparse")
+    assert packed.nbytes < codes.numel() / 5
+    assert torch.equal(read_container(packed.data).state["w"], codes)

@@ -47,9 +47,10 @@ def unpack_fixed(data: bytes, count: int, width: int) -> np.ndarray:
 
 def windows(bits: np.ndarray, width: int) -> np.ndarray:
     """For every bit position p, the integer formed by bits[p : p + width] (zero-padded at the end)."""
-    padded = np.concatenate([bits.astype(np.int64), np.zeros(width, dtype=np.int64)])
+    padded = np.concatenate([bits.astype(np.uint8), np.zeros(width, dtype=np.uint8)])
     n = len(bits)
-    out = np.zeros(n, dtype=np.int64)
+    out = np.zeros(n, dtype=np.int32)  # windows of at most 15 bits: 4 bytes per payload bit
     for j in range(width):  # loop over bit offsets within a window (<= 15), not over symbols
-        out = (out << 1) | padded[j : j + n]
+        out <<= 1
+        out |= padded[j : j + n]
     return out

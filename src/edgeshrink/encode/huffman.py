@@ -169,9 +169,11 @@ def decode(data: bytes, nbits: int, count: int, lengths: np.ndarray) -> np.ndarr
     len_of[index] = table_len
 
     win = windows(unpack_bits(data, nbits), width)
-    starts_dtype = np.int32 if nbits < 2**31 - 1 else np.int64
-    nxt = np.minimum(np.arange(nbits, dtype=np.int64) + len_of[win], nbits).astype(starts_dtype)
-    jump = np.append(nxt, np.array([nbits], dtype=starts_dtype))
+    starts_dtype = np.int32 if nbits < 2**31 - 16 else np.int64
+    len_of = len_of.astype(starts_dtype)
+    jump = np.arange(nbits + 1, dtype=starts_dtype)  # next code start after each bit position
+    jump[:-1] += len_of[win]
+    np.minimum(jump, nbits, out=jump)
     pos = np.zeros(count, dtype=starts_dtype)
     k = np.arange(count, dtype=np.int64)
     level = 0
