@@ -11,9 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import edgeshrink
-from edgeshrink.checkpoints import load_checkpoint, save_checkpoint
-from edgeshrink.encode.container import load_into
-from edgeshrink.report.provenance import environment
+from edgeshrink.architecture import Arch
+from edgeshrink.artifact import Artifact
+from edgeshrink.environment import environment
+from edgeshrink.io import load
+from edgeshrink.io.writer import save_checkpoint
 from edgeshrink.tasks.registry import Task, load_task
 from edgeshrink.train import Progress, evaluate, fit, seed_everything
 
@@ -83,7 +85,7 @@ def baseline(
     tag = "".join(f"-{k}{v}" for k, v in (("e", epochs), ("n", train_subset)) if v is not None)
     path = cache_dir / f"{task_name}-seed{seed}{tag}.pt"
     if path.is_file():
-        return load_into(task.build_model(), load_checkpoint(path)["state_dict"], str(path)), 0.0, True
+        return load(path, task.build_model()).model, 0.0, True
     started = time.perf_counter()
     seed_everything(seed)
     model = task.build_model()
@@ -96,5 +98,6 @@ def baseline(
         progress=progress,
     )
     seconds = time.perf_counter() - started
-    save_checkpoint(path, model, task.arch, evaluate(model, data.test.loader(1000)) if validate else None)
+    accuracy = evaluate(model, data.test.loader(1000)) if validate else None
+    save_checkpoint(path, Artifact(model, Arch.parse(task.arch)), accuracy)
     return model, seconds, False

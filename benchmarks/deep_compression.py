@@ -16,9 +16,7 @@ import time
 from pathlib import Path
 
 import edgeshrink
-from edgeshrink.encode.container import read_container
-from edgeshrink.report.provenance import environment
-from edgeshrink.restore import restore_model
+from edgeshrink.environment import environment
 from edgeshrink.tasks.registry import load_task
 from edgeshrink.train import Progress, evaluate
 
@@ -52,8 +50,7 @@ def run_model(name: str, recipe: str, args, progress: Progress) -> dict:
     )
     compress_seconds = time.perf_counter() - started
     # Independent of the pipeline's own check: rebuild from the file alone and measure.
-    container = read_container(result.path)
-    decoded = restore_model(task.build_model(), container.state, container.meta, str(result.path))
+    decoded = edgeshrink.load(result.path).model  # the zoo model the file names, edits and all replayed
     compressed_acc = evaluate(decoded, data.test.loader(1000))
     report = result.report
     size = result.path.stat().st_size

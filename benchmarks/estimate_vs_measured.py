@@ -15,10 +15,12 @@ import json
 import tempfile
 from pathlib import Path
 
+import torch
+
+import edgeshrink
 from edgeshrink.devices.calibrate import calibrate, write_device
 from edgeshrink.devices.catalogue import get_device
-from edgeshrink.measure.profile import profile
-from edgeshrink.report.provenance import environment
+from edgeshrink.environment import environment
 from edgeshrink.tasks.zoo import create_model, list_models, model_entry
 
 
@@ -34,26 +36,26 @@ def main() -> None:
     device = get_device("this-machine", folder)
     rows = []
     for name in list_models():
-        p = profile(
+        p = edgeshrink.profile(
             create_model(name).eval(),
-            input_shape=model_entry(name).input_shape,
+            torch.zeros(1, *model_entry(name).input_shape),
             device="this-machine",
             threads=args.threads,
             devices_dir=folder,
         )
-        measured = p["latency"]["onnxruntime"]
-        estimated = p["device"]["latency"]["ms"]
+        measured = p.latency["onnxruntime"]
+        estimated = p.device.latency.ms
         rows.append(
             {
                 "model": name,
-                "dense_macs": p["macs"]["dense"],
+                "dense_macs": p.macs.dense,
                 "estimated_ms": estimated,
-                "measured_median_ms": measured["median_ms"],
-                "measured_p90_ms": measured["p90_ms"],
-                "ratio": estimated / measured["median_ms"],
-                "runtime": f"{measured['runtime']} {measured['version']}",
-                "threads": measured["threads"],
-                "batch": measured["batch"],
+                "measured_median_ms": measured.median_ms,
+                "measured_p90_ms": measured.p90_ms,
+                "ratio": estimated / measured.median_ms,
+                "runtime": f"{measured.runtime} {measured.version}",
+                "threads": measured.threads,
+                "batch": measured.batch,
             }
         )
     result = {"device": device.model_dump(), "rows": rows, "environment": environment()}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeshrink.exporters.runtime import make_session, time_interleaved
+from edgeshrink.runtimes.onnxruntime import make_session, time_interleaved
 
 
 def conv_node_times(path: Path, x: np.ndarray, runs: int) -> list[dict]:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 import edgeshrink
-from edgeshrink.exporters.runtime import make_session, time_interleaved
 from edgeshrink.recipes import Recipe, load_recipe
+from edgeshrink.runtimes.onnxruntime import make_session, time_interleaved
 from edgeshrink.tasks.registry import load_task
 from edgeshrink.train import Progress, evaluate
 

@@ -37,12 +37,12 @@ import torch
 from common import add_run_options, baseline, task_data_dir
 
 import edgeshrink
-from edgeshrink.architecture import build_from_arch
-from edgeshrink.checkpoints import save_checkpoint
-from edgeshrink.encode.container import load_into
-from edgeshrink.exporters.runtime import make_session, time_interleaved
-from edgeshrink.measure.macs import flop_counter_macs as count_macs
-from edgeshrink.report.provenance import environment
+from edgeshrink.architecture import Arch
+from edgeshrink.artifact import Artifact
+from edgeshrink.environment import environment
+from edgeshrink.io.writer import save_checkpoint
+from edgeshrink.mac_count import count_macs
+from edgeshrink.runtimes.onnxruntime import make_session, time_interleaved
 from edgeshrink.stages.base import StageContext, apply_stage
 from edgeshrink.stages.channels import ChannelsConfig
 from edgeshrink.tasks.data import Split
@@ -128,7 +128,6 @@ def run_model(name: str, args, progress: Progress, onnx_paths: dict[str, Path]) 
         progress=progress,
         example_input=data.test.inputs[:1],
         batches=lambda n: list(itertools.islice(iter(train), n)),
-        extras={"arch": task.arch},
     )
     cfg = ChannelsConfig(
         criterion=args.criterion,
@@ -136,8 +135,8 @@ def run_model(name: str, args, progress: Progress, onnx_paths: dict[str, Path]) 
         round_to=args.round_to,
         finetune=TrainConfig(epochs=0),
     )
-    record = apply_stage(pruned, cfg, ctx)
-    arch = ctx.extras["arch"]
+    after = apply_stage(Artifact(pruned, Arch.parse(task.arch), example_input=data.test.inputs[:1]), cfg, ctx)
+    record, arch = after.records[-1], after.arch
     seconds["pruning"] = time.perf_counter() - t0
     after_pruning = evaluate(pruned, test)
 
@@ -154,8 +153,9 @@ def run_model(name: str, args, progress: Progress, onnx_paths: dict[str, Path]) 
     # The pruned architecture rebuilt from its recorded edits alone computes the same outputs (up to the
     # rounding of another memory layout: the trained model runs channels-last).
     out_dir = args.runs_dir / name
-    save_checkpoint(out_dir / "pruned-distilled.pt", variants["distilled"], arch, None)
-    rebuilt = load_into(build_from_arch(arch), variants["distilled"].state_dict()).eval()
+    checkpoint = out_dir / "pruned-distilled.pt"
+    save_checkpoint(checkpoint, Artifact(variants["distilled"], arch, example_input=data.test.inputs[:1]))
+    rebuilt = edgeshrink.load(checkpoint).model.eval()  # the zoo model, edits replayed from the file alone
     x = data.test.inputs[:8]
     with torch.no_grad():
         rebuild_diff = float((rebuilt(x) - variants["distilled"](x)).abs().max())

@@ -22,15 +22,11 @@ import numpy as np
 import torch
 
 import edgeshrink
-from edgeshrink.exporters.litert_runtime import interpreter_call, make_interpreter, run_interpreter
-from edgeshrink.exporters.runtime import (
-    int8_weights_saturate,
-    make_session,
-    run_session,
-    session_call,
-    time_calls_interleaved,
-)
-from edgeshrink.stages.quantize import QuantizeConfig, post_training_quantize
+from edgeshrink.hardware import int8_weights_saturate
+from edgeshrink.quant.ptq import PTQSettings, post_training_quantize
+from edgeshrink.runtimes.litert import interpreter_call, make_interpreter, run_interpreter
+from edgeshrink.runtimes.onnxruntime import make_session, run_session, session_call
+from edgeshrink.runtimes.timing import time_calls_interleaved
 from edgeshrink.tasks.registry import load_task
 from edgeshrink.train import Progress
 
@@ -66,10 +62,10 @@ def run_model(name: str, args, progress: Progress) -> dict:
     progress.line(f"[{name}] int8 post-training quantization ({args.calibration_images} calibration images)")
     # TFLite's int8 kernels accumulate in 32 bits: full-range weights. ONNX Runtime on x86 without VNNI
     # needs 7-bit weights (see docs/design.md), so there its int8 file gets its own calibrated model.
-    int8_model, _ = post_training_quantize(model, calibration, QuantizeConfig(weight_range="full"))
+    int8_model, _ = post_training_quantize(model, calibration, settings=PTQSettings(reduced_range=False))
     onnx_int8_model = int8_model
     if int8_weights_saturate():
-        onnx_int8_model, _ = post_training_quantize(model, calibration, QuantizeConfig(weight_range="reduced"))
+        onnx_int8_model, _ = post_training_quantize(model, calibration, settings=PTQSettings(reduced_range=True))
     references = {"fp32": _outputs(model, test), "int8": _outputs(int8_model, test)}
     computed = {id(model): references["fp32"], id(int8_model): references["int8"]}  # not run twice
     rows: dict[str, dict] = {}

@@ -1,4 +1,8 @@
-"""Small models and data made inside the tests (no downloads, no ../shared)."""
+"""Small models and data made inside the tests (no downloads, no ../shared), and the CLI run in-process."""
+
+import contextlib
+import io
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -31,3 +35,21 @@ def loaders(batch_size=32):
     x, y = blobs()
     xv, yv = blobs(96, seed=1)
     return TensorLoader(x, y, batch_size, shuffle=True), TensorLoader(xv, yv, 96)
+
+
+@dataclass
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args) -> Completed:
+    """Run the `edgeshrink` command line in this process (the real parser and error handling) and capture
+    what it prints: as a subprocess would see it, without a new interpreter per call."""
+    from edgeshrink.cli import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = run([str(a) for a in args])
+    return Completed(status, out.getvalue(), err.getvalue())

@@ -8,11 +8,12 @@ from helpers import SmallNet, loaders
 from torch import nn
 
 import edgeshrink
-from edgeshrink.architecture import build_from_arch, dependency_graph, replay_channel_edits
-from edgeshrink.checkpoints import load_checkpoint, save_checkpoint
-from edgeshrink.encode.container import load_into
+from edgeshrink.architecture import Arch, build_architecture, dependency_graph, replay_channel_edits
+from edgeshrink.artifact import Artifact
 from edgeshrink.errors import ArchitectureMismatchError, ConfigError, ScopeError
-from edgeshrink.measure.macs import flop_counter_macs as count_macs
+from edgeshrink.io.storage import load_state
+from edgeshrink.io.writer import save_checkpoint
+from edgeshrink.mac_count import count_macs
 from edgeshrink.recipes import Recipe
 from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
 from edgeshrink.stages.channel_groups import MacEstimator, classifier_name, find_groups, score_groups
@@ -27,15 +28,17 @@ def prune(model, shape, arch=None, batches=None, **settings):
     """Apply the channels stage without fine-tuning, channel counts unrounded unless `round_to` is given;
     returns (record, arch with the edits)."""
     settings.setdefault("round_to", 1)
+    example = torch.zeros(1, *shape)
     ctx = StageContext(
         finetune=None,
         evaluate=None,
-        example_input=torch.zeros(1, *shape),
+        example_input=example,
         batches=(lambda n: batches[:n]) if batches else None,
-        extras={"arch": arch},
     )
-    record = apply_stage(model, ChannelsConfig(finetune=NO_TRAINING, **settings), ctx)
-    return record, ctx.extras["arch"]
+    artifact = Artifact(model, Arch.parse(arch), example_input=example)
+    after = apply_stage(artifact, ChannelsConfig(finetune=NO_TRAINING, **settings), ctx)
+    assert after.model is model  # the stage edits the model in place
+    return after.records[-1], after.arch
 
 
 def out_channels(model):
@@ -89,7 +92,7 @@ def test_every_zoo_model_loses_30_percent_of_its_channels(name, tmp_path):
 
     # the edit history rebuilds the pruned architecture from data alone: same shapes, same outputs
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    rebuilt = load_into(build_from_arch(arch), state).eval()
+    rebuilt = load_state(build_architecture(arch), state, "test").eval()
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
     with torch.no_grad():
         assert torch.equal(rebuilt(x), expected)
@@ -110,14 +113,13 @@ def test_replay_over_several_steps_and_stages_gives_identical_models(tmp_path):
     model = create_model("squeezenet1_1").eval()  # concatenations: the hardest index bookkeeping
     _, arch = prune(model, shape, {"model": "squeezenet1_1"}, ratio=0.4, steps=2)
     _, arch = prune(model, shape, arch, ratio=0.2, criterion="l1")  # a second stage appends its edits
-    save_checkpoint(tmp_path / "c.pt", model, arch)
-    ckpt = load_checkpoint(tmp_path / "c.pt")  # weights_only: the edits are plain data
-    rebuilt = load_into(build_from_arch(ckpt["arch"], state=ckpt["state_dict"]), ckpt["state_dict"]).eval()
+    save_checkpoint(tmp_path / "c.pt", Artifact(model, arch))
+    rebuilt = edgeshrink.load(tmp_path / "c.pt").model  # weights_only: the edits are plain data
     x = torch.randn(2, *shape)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
     with pytest.raises(ArchitectureMismatchError, match="does not have"):
-        replay_channel_edits(create_model("resnet8"), arch["channels"])
+        replay_channel_edits(create_model("resnet8"), arch.channels)
 
 
 @pytest.mark.parametrize("round_to", [1, 8])
@@ -201,7 +203,7 @@ def test_compress_with_channels_and_distillation_rebuilds_from_the_container(tmp
     model = SmallNet()
     fit(model, train, TrainConfig(epochs=2, lr=3e-3), progress=None)
     finetune = TrainConfig(epochs=1, lr=1e-3, distill={"temperature": 2.0, "alpha": 0.5})
-    recipe = Recipe(name="t", stages=[ChannelsConfig(ratio=0.5, finetune=finetune), parse_stage({"type": "encode"})])
+    recipe = Recipe(name="t", stages=[ChannelsConfig(ratio=0.5, finetune=finetune)])
     result = edgeshrink.compress(model, recipe, train_loader=train, val_loader=val, out=tmp_path, progress=False)
     stage = result.report["stages"][0]
     assert stage["edits"] and stage["history"][0]["epoch"] == 1

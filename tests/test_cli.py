@@ -1,14 +1,7 @@
 import json
-import subprocess
-import sys
 
 import pytest
-
-
-def cli(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "edgeshrink.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
-    )
+from helpers import cli
 
 
 def test_demo_path_at_tiny_settings(tmp_path, tiny_recipe):
@@ -33,7 +26,7 @@ def test_demo_path_at_tiny_settings(tmp_path, tiny_recipe):
     assert (out / "digits_data.h").is_file() and (out / "digits_data.cc").is_file()
     summary = json.loads((out / "digits.export.json").read_text())
     assert summary["precision"] == "int8" and summary["parity"]["top1_agreement"] >= 99.0
-    assert f"{summary['arena_estimate_bytes']:,} bytes" in (out / "digits_data.h").read_text()
+    assert f"{summary['extra']['arena_estimate_bytes']:,} bytes" in (out / "digits_data.h").read_text()
 
 
 @pytest.mark.parametrize(
@@ -68,4 +61,4 @@ def test_evaluate_refuses_garbage(tmp_path):
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"hello world" * 10)
     run = cli("evaluate", junk, "--task", "digits-cnn")
-    assert run.returncode == 2 and "not a readable PyTorch checkpoint" in run.stderr
+    assert run.returncode == 2 and "is not a run folder, an .eshrink container or a checkpoint (.pt)" in run.stderr

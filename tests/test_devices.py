@@ -1,25 +1,21 @@
 import itertools
-import subprocess
-import sys
 
 import pytest
 import torch
+from helpers import cli
 
-from edgeshrink.checkpoints import save_checkpoint
-from edgeshrink.devices.advise import TYPICAL_FACTORS, advise, advise_profile, likeliest_recipe
+import edgeshrink
+from edgeshrink.architecture import Arch
+from edgeshrink.artifact import Artifact
+from edgeshrink.devices.advise import TYPICAL_FACTORS, advise_costs, likeliest_recipe
 from edgeshrink.devices.catalogue import get_device, get_network, load_devices, load_networks
 from edgeshrink.devices.schema import DEVICE_FIGURES
-from edgeshrink.encode.container import pack
 from edgeshrink.errors import ConfigError
-from edgeshrink.measure.profile import profile
+from edgeshrink.io.writer import save_checkpoint
 from edgeshrink.tasks.zoo import create_model
 from edgeshrink.weights import attach_codebook
 
-LENET5 = {"task": "mnist-lenet5", "model": "lenet5"}
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgeshrink.cli", *map(str, args)], capture_output=True, text=True)
+LENET5 = Arch(task="mnist-lenet5", model="lenet5")
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +24,14 @@ def lenet5_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lenet5")
     torch.manual_seed(0)
     model = create_model("lenet5")
-    dense = save_checkpoint(folder / "dense.pt", model, LENET5)
+    dense = save_checkpoint(folder / "dense.pt", Artifact(model, LENET5))
     for m in (model.conv1, model.conv2, model.fc1, model.fc2):
         w = m.weight.detach()
         keep = w.abs() >= w.abs().flatten().quantile(0.95)
         levels = torch.linspace(float(w.min()), float(w.max()), 16)
         idx = (w.unsqueeze(-1) - levels).abs().argmin(-1)
         attach_codebook(m, "weight", levels, torch.where(keep, idx, torch.full_like(idx, -1)))
-    container = pack(model, folder / "model.eshrink", arch=LENET5).path
+    container = edgeshrink.save(Artifact(model, LENET5), folder / "model.eshrink").path
     return dense, container
 
 
@@ -87,7 +83,7 @@ def test_unknown_device_and_garbage_file_are_one_line_errors(tmp_path, lenet5_fi
         (["advise", lenet5_files[0], "--device", "toaster", "--network", "wifi"], "unknown device 'toaster'"),
         (
             ["profile", junk],
-            "is not a checkpoint (.pt), a run folder, an .eshrink container, an .onnx or a .tflite file",
+            "is not a run folder, an .eshrink container or a checkpoint (.pt), or an exported .onnx / .tflite file",
         ),
         (["profile", lenet5_files[0], "--device", "this-machine", "--devices-dir", tmp_path], "devices calibrate"),
     ]:
@@ -96,28 +92,34 @@ def test_unknown_device_and_garbage_file_are_one_line_errors(tmp_path, lenet5_fi
         assert len(run.stderr.strip().splitlines()) == 1
 
 
-def test_dense_lenet5_does_not_fit_the_m4_and_the_container_does(lenet5_files):
+def test_the_fit_counts_the_file_in_flash_and_the_weights_the_runtime_holds_in_ram(lenet5_files):
     dense, container = lenet5_files
-    a = advise(dense, "cortex-m4", "offline")
-    assert a.verdict == "cannot-run"
-    expected = profile(dense, latency=False)
-    need = expected["weights"]["file"] / (256 * 1024 - expected["activations"]["peak_bytes"])
+    m4 = get_device("cortex-m4")
+    p = edgeshrink.profile(dense, latency=False)
+    a = edgeshrink.advise(dense, device="cortex-m4", network="offline")
+    assert a.verdict == "cannot-run" and not a.on_device.fit.flash.ok
+    need = max(p.weights.stored / m4.flash_bytes, p.weights.stored / (m4.ram_bytes - p.activations.peak_bytes))
     assert a.shrink_factor == pytest.approx(need)
-    assert a.recipe == "deep-compression" and "deep-compression" in a.reasons[0]
-    assert f"{need:.1f}x" in a.reasons[0]
-    b = advise(container, "cortex-m4", "ble")
-    assert b.verdict == "on-device" and b.reasons[0].startswith("fit: weights")
+    assert a.recipe is not None and a.recipe in a.reasons[0] and f"{need:.1f}x" in a.reasons[0]
+    # the container is small in flash, but no runtime executes it: it is decoded to dense weights in RAM
+    c = edgeshrink.profile(container, device="cortex-m4", latency=False)
+    assert c.device.fit.flash.need == container.stat().st_size and c.device.fit.flash.ok
+    assert c.device.fit.ram.need == p.weights.stored + c.activations.peak_bytes and not c.device.fit.ram.ok
+    b = edgeshrink.advise(container, device="cortex-m4", network="ble")
+    assert b.verdict == "cloud" and b.file == str(container) and "decoded to dense weights" in b.reasons[0]
+    pi = edgeshrink.advise(container, device="raspberry-pi-4", network="offline")
+    assert pi.verdict == "on-device" and pi.reasons[0].startswith("fit (")
 
 
 def test_private_and_offline_never_answer_cloud(lenet5_files):
-    profiles = [profile(f, latency=False) for f in lenet5_files]
+    costs = [edgeshrink.profile(f, latency=False).costs for f in lenet5_files]
     cloud = get_device("cloud-server")
     nets = load_networks()
     seen = set()
     for prof, dev, net, budget, private in itertools.product(
-        profiles, load_devices().values(), nets.values(), [None, 0.001, 1e6], [False, True]
+        costs, load_devices().values(), nets.values(), [None, 0.001, 1e6], [False, True]
     ):
-        a = advise_profile(prof, dev, net, cloud, budget, private, list(TYPICAL_FACTORS))
+        a = advise_costs(prof, dev, net, cloud, budget, private, list(TYPICAL_FACTORS))
         seen.add(a.verdict)
         if private or not net.available:
             assert a.verdict != "cloud", (dev.name, net.name, budget)

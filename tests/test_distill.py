@@ -104,14 +104,17 @@ def test_student_with_other_classes_is_refused():
 
 
 def test_distill_command_trains_a_zoo_student_that_evaluate_rebuilds(tmp_path):
-    from edgeshrink.checkpoints import save_checkpoint
+    from edgeshrink.architecture import Arch
+    from edgeshrink.artifact import Artifact
+    from edgeshrink.io.writer import save_checkpoint
     from edgeshrink.tasks.registry import load_task
 
     runner = CliRunner()
     # An untrained teacher and no epochs: this test is about the command's plumbing (the training is
     # distill_student's, tested above); the student is still built, evaluated, saved and rebuilt.
     teacher = tmp_path / "teacher.pt"
-    save_checkpoint(teacher, load_task("digits-cnn").build_model(), load_task("digits-cnn").arch)
+    task = load_task("digits-cnn")
+    save_checkpoint(teacher, Artifact(task.build_model(), Arch.parse(task.arch)))
     student = tmp_path / "student.pt"
     args = ["distill", "--teacher", teacher, "--task", "digits-cnn", "--student", "ds-cnn"]
     run = runner.invoke(app, [*map(str, args), "--student-width", "0.25", "--epochs", "0", "--out", str(student), "-q"])

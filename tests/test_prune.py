@@ -3,6 +3,7 @@ import pytest
 import torch
 from helpers import SmallNet, loaders
 
+from edgeshrink.artifact import Artifact
 from edgeshrink.errors import ConfigError, ScopeError
 from edgeshrink.scope import Scope
 from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
@@ -21,7 +22,7 @@ def test_threshold_prunes_below_quality_times_std():
     model = SmallNet()
     dense = {n: getattr(model, n).weight.detach().numpy().copy() for n in ("conv", "fc1", "fc2")}
     cfg = parse_stage({"type": "prune", "method": "threshold", "quality": 0.7, "finetune": {"epochs": 0}})
-    apply_stage(model, cfg, context(train=False))
+    apply_stage(Artifact(model), cfg, context(train=False))
     for name, w in dense.items():
         expected = np.abs(w) >= 0.7 * w.std(ddof=1)  # numpy oracle (torch.std is the sample std)
         assert np.array_equal(get_mask(getattr(model, name)).numpy(), expected)
@@ -34,7 +35,7 @@ def test_sparsity_layerwise_and_global_counts():
     cfg = parse_stage(
         {"type": "prune", "method": "sparsity", "sparsity": 0.75, "per_layer": {"fc2": 0.5}, "finetune": {"epochs": 0}}
     )
-    apply_stage(model, cfg, context(train=False))
+    apply_stage(Artifact(model), cfg, context(train=False))
     assert int(get_mask(model.fc1).sum()) == round(model.fc1.weight.numel() * 0.25)
     assert int(get_mask(model.fc2).sum()) == round(model.fc2.weight.numel() * 0.5)
     model = SmallNet()
@@ -42,7 +43,7 @@ def test_sparsity_layerwise_and_global_counts():
         {"type": "prune", "method": "sparsity", "scheme": "global", "sparsity": 0.9, "finetune": {"epochs": 0}}
     )
     weights = torch.cat([getattr(model, n).weight.detach().abs().reshape(-1) for n in ("conv", "fc1", "fc2")])
-    apply_stage(model, cfg, context(train=False))
+    apply_stage(Artifact(model), cfg, context(train=False))
     kept = sum(int(get_mask(getattr(model, n)).sum()) for n in ("conv", "fc1", "fc2"))
     assert kept == round(weights.numel() * 0.1)
     smallest_kept = min(
@@ -65,7 +66,7 @@ def test_pruned_weights_stay_zero_through_fine_tuning():
         }
     )
     before = model.fc1.weight.detach().clone()
-    apply_stage(model, cfg, context())
+    apply_stage(Artifact(model), cfg, context())
     mask = get_mask(model.fc1)
     assert torch.all(model.fc1.weight[~mask] == 0)
     assert not torch.equal(model.fc1.weight[mask], before[mask])  # the kept weights did train
@@ -80,13 +81,17 @@ def test_masks_only_shrink_across_stages():
     model = SmallNet()
     ctx = context(train=False)
     apply_stage(
-        model, parse_stage({"type": "prune", "method": "sparsity", "sparsity": 0.5, "finetune": {"epochs": 0}}), ctx
+        Artifact(model),
+        parse_stage({"type": "prune", "method": "sparsity", "sparsity": 0.5, "finetune": {"epochs": 0}}),
+        ctx,
     )
     first = get_mask(model.fc1).clone()
     with torch.no_grad():  # make the pruned entries of the original large: they must still not come back
         model.fc1.parametrizations.weight.original.mul_(~first).add_(~first * 100.0)
     apply_stage(
-        model, parse_stage({"type": "prune", "method": "sparsity", "sparsity": 0.6, "finetune": {"epochs": 0}}), ctx
+        Artifact(model),
+        parse_stage({"type": "prune", "method": "sparsity", "sparsity": 0.6, "finetune": {"epochs": 0}}),
+        ctx,
     )
     assert torch.all(get_mask(model.fc1) <= first)
 
@@ -95,7 +100,7 @@ def test_bad_prune_settings_give_clear_errors():
     model = SmallNet()
     with pytest.raises(ScopeError, match="'fc9'"):
         apply_stage(
-            model,
+            Artifact(model),
             parse_stage({"type": "prune", "per_layer": {"fc9": 1.0}, "finetune": {"epochs": 0}}),
             context(train=False),
         )
@@ -103,10 +108,14 @@ def test_bad_prune_settings_give_clear_errors():
         parse_stage({"type": "prune", "method": "sparsity", "per_layer": {"fc1": 1.0}})
     with pytest.raises(ConfigError, match="removes every weight"):
         apply_stage(
-            model, parse_stage({"type": "prune", "quality": 1000.0, "finetune": {"epochs": 0}}), context(train=False)
+            Artifact(model),
+            parse_stage({"type": "prune", "quality": 1000.0, "finetune": {"epochs": 0}}),
+            context(train=False),
         )
     with pytest.raises(ConfigError, match="no training data"):
-        apply_stage(SmallNet(), parse_stage({"type": "prune", "finetune": {"epochs": 1}}), context(train=False))
+        apply_stage(
+            Artifact(SmallNet()), parse_stage({"type": "prune", "finetune": {"epochs": 1}}), context(train=False)
+        )
 
 
 def test_generic_selectors_and_precedence():

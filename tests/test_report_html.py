@@ -3,15 +3,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from helpers import loaders
+from helpers import cli, loaders
 
 import edgeshrink
-from edgeshrink.report.html import write_report
+from edgeshrink.api.report import report as write_report
 from edgeshrink.tasks.zoo import create_model
 
 DIGITS = {"task": "digits-cnn", "model": "digits-cnn"}
@@ -22,7 +21,7 @@ def run_dir(tmp_path_factory):
     recipe = tmp_path_factory.mktemp("recipe") / "tiny.toml"
     recipe.write_text(
         '[[stages]]\ntype = "prune"\nmethod = "sparsity"\nsparsity = 0.8\n[stages.finetune]\nepochs = 1\n'
-        '[[stages]]\ntype = "share"\nbits = 4\n[stages.finetune]\nepochs = 1\n[[stages]]\ntype = "encode"\n'
+        '[[stages]]\ntype = "share"\nbits = 4\n[stages.finetune]\nepochs = 1\n[encode]\ncoding = "huffman"\n'
     )
     torch.manual_seed(0)
     train, val = loaders()
@@ -92,5 +91,5 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
 
 
 def test_report_needs_a_run_folder(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "edgeshrink.cli", "report", tmp_path], capture_output=True, text=True)
+    run = cli("report", tmp_path)
     assert run.returncode == 2 and "has no report.json" in run.stderr

@@ -2,6 +2,7 @@ import numpy as np
 import torch
 from helpers import SmallNet, loaders
 
+from edgeshrink.artifact import Artifact
 from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
 from edgeshrink.stages.share import kmeans_1d
 from edgeshrink.train import fit
@@ -11,7 +12,7 @@ from edgeshrink.weights import get_mask, get_shared
 def run(model, stage, train=True):
     train_loader, val_loader = loaders()
     finetune = (lambda m, cfg, label: fit(m, train_loader, cfg, val_loader, stage=label)) if train else None
-    return apply_stage(model, parse_stage(stage), StageContext(finetune=finetune, evaluate=None))
+    return apply_stage(Artifact(model), parse_stage(stage), StageContext(finetune=finetune, evaluate=None))
 
 
 def test_at_most_two_to_the_bits_values_after_fine_tuning():

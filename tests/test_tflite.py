@@ -14,11 +14,11 @@ from torch import nn
 import edgeshrink
 from edgeshrink.errors import ConfigError, ExportError
 from edgeshrink.exporters.c_array import c_source, write_c_array
-from edgeshrink.exporters.litert_runtime import make_interpreter, run_interpreter
-from edgeshrink.exporters.onnx import _quantized_weights
+from edgeshrink.exporters.onnx_build import quantized_weights
 from edgeshrink.measure.tflite_graph import from_tflite
 from edgeshrink.quant.passes import calibrate
 from edgeshrink.quant.prepare import activation_quantizers, prepare
+from edgeshrink.runtimes.litert import make_interpreter, run_interpreter
 from edgeshrink.tasks.registry import list_tasks, load_task
 from edgeshrink.weights import attach_mask
 
@@ -69,7 +69,7 @@ def test_int8_file_carries_edgeshrink_scales_and_integers(tmp_path, data):
     # the file's filters are edgeshrink's integers (TFLite layout [out, kh, kw, in] for convs)
     graph = from_tflite(tmp_path / "q.tflite")
     filters = {op.layer: graph.weights[op.mac_weight] for op in graph.ops if op.mac_weight}
-    stored = sorted((w.integers.size, w.integers.astype(np.int8)) for w in _quantized_weights(qmodel))
+    stored = sorted((w.integers.size, w.integers.astype(np.int8)) for w in quantized_weights(qmodel))
     in_file = sorted((f.size, f) for f in filters.values())
     assert len(stored) == len(in_file)
     for (_, ours), (_, theirs) in zip(stored, in_file, strict=True):
@@ -183,11 +183,10 @@ def test_profile_reads_tflite(tmp_path, data):
     torch.manual_seed(0)
     model = SmallNet().eval()
     edgeshrink.export_tflite(model, tmp_path / "m.tflite", data[:1], verify=False, quantize="none")
-    from edgeshrink.measure.macs import count_macs
-    from edgeshrink.measure.profile import profile
+    from edgeshrink.mac_count import count_macs
 
-    p = profile(tmp_path / "m.tflite", latency=True)
-    assert p["artifact"]["kind"] == "tflite"
-    assert p["weights"]["parameters"] == sum(t.numel() for t in model.parameters())  # oracle: torch
-    assert p["macs"]["dense"] == count_macs(model, data[:1])["dense"]
-    assert p["latency"]["litert"]["median_ms"] > 0
+    p = edgeshrink.profile(tmp_path / "m.tflite", latency=True)
+    assert p.source.kind == "tflite"
+    assert p.weights.parameters == sum(t.numel() for t in model.parameters())  # oracle: torch
+    assert p.macs.dense == count_macs(model, data.shape[1:])
+    assert p.latency["litert"].median_ms > 0

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from edgeshrink.errors import ConfigError
-from edgeshrink.measure.macs import flop_counter_macs as count_macs
+from edgeshrink.mac_count import count_macs
 from edgeshrink.tasks.registry import list_tasks, load_task
 from edgeshrink.tasks.zoo import create_model, list_models, model_entry
 

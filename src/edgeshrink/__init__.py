@@ -3,9 +3,9 @@
     import edgeshrink
     result = edgeshrink.compress(model, recipe="deep-compression", train_loader=..., val_loader=...,
                                  out="runs/mine")
-    edgeshrink.unpack(result.path, MyNet())   # the weights of the container, into a fresh model
-    edgeshrink.export(result, "model.onnx", example_input=x)  # ONNX, verified in ONNX Runtime
-    edgeshrink.export_tflite(result, "model.tflite", example_input=x)  # TFLite, verified in LiteRT
+    art = edgeshrink.load(result.path, MyNet())       # the compressed model, rebuilt from the file
+    edgeshrink.profile(art, device="cortex-m7")       # MACs, bytes, memory, latency; fit on the device
+    edgeshrink.export(art, "model.onnx")              # verified in ONNX Runtime (also .tflite, format="c")
 
 Importing the package loads nothing heavy: each name below is imported on first use.
 """
@@ -14,54 +14,88 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _API = {
     "compress": "edgeshrink.pipeline",
     "CompressResult": "edgeshrink.pipeline",
-    "pack": "edgeshrink.encode.container",
-    "unpack": "edgeshrink.encode.container",
+    "load": "edgeshrink.io",
+    "unpack": "edgeshrink.io",
+    "save_checkpoint": "edgeshrink.io",
+    "EncodeConfig": "edgeshrink.io",
+    "save": "edgeshrink.api.save",
+    "Artifact": "edgeshrink.artifact",
+    "Quantization": "edgeshrink.artifact",
+    "Arch": "edgeshrink.architecture",
+    "profile": "edgeshrink.api.profile",
+    "Profile": "edgeshrink.api.profile",
+    "advise": "edgeshrink.api.advise",
+    "Advice": "edgeshrink.devices.advise",
+    "export": "edgeshrink.api.export",
+    "export_tflite": "edgeshrink.api.export",
+    "ExportResult": "edgeshrink.exporters.base",
+    "list_exporters": "edgeshrink.exporters.base",
     "read_container": "edgeshrink.encode.container",
+    "Recipe": "edgeshrink.recipes",
     "load_recipe": "edgeshrink.recipes",
     "list_recipes": "edgeshrink.recipes",
+    "list_stages": "edgeshrink.stages.base",
     "load_task": "edgeshrink.tasks.registry",
     "list_tasks": "edgeshrink.tasks.registry",
     "create_model": "edgeshrink.tasks.zoo",
-    "distill_student": "edgeshrink.distillation",
     "list_models": "edgeshrink.tasks.zoo",
+    "distill_student": "edgeshrink.distillation",
     "EdgeshrinkError": "edgeshrink.errors",
-    "export": "edgeshrink.exporters.onnx",
-    "ExportResult": "edgeshrink.exporters.onnx",
-    "export_tflite": "edgeshrink.exporters.tflite",
 }
 
 __all__ = [
+    "Advice",
+    "Arch",
+    "Artifact",
     "CompressResult",
     "EdgeshrinkError",
+    "EncodeConfig",
     "ExportResult",
+    "Profile",
+    "Quantization",
+    "Recipe",
+    "advise",
     "compress",
-    "export",
-    "export_tflite",
     "create_model",
     "distill_student",
+    "export",
+    "export_tflite",
+    "list_exporters",
     "list_models",
     "list_recipes",
+    "list_stages",
     "list_tasks",
+    "load",
     "load_recipe",
     "load_task",
-    "pack",
+    "profile",
     "read_container",
+    "save",
+    "save_checkpoint",
     "unpack",
 ]
 
 if TYPE_CHECKING:
+    from edgeshrink.api.advise import advise
+    from edgeshrink.api.export import export, export_tflite
+    from edgeshrink.api.profile import Profile, profile
+    from edgeshrink.api.save import save
+    from edgeshrink.architecture import Arch
+    from edgeshrink.artifact import Artifact, Quantization
+    from edgeshrink.devices.advise import Advice
     from edgeshrink.distillation import distill_student
-    from edgeshrink.encode.container import pack, read_container, unpack
+    from edgeshrink.encode.container import read_container
     from edgeshrink.errors import EdgeshrinkError
-    from edgeshrink.exporters.onnx import ExportResult, export
-    from edgeshrink.exporters.tflite import export_tflite
+    from edgeshrink.exporters.base import ExportResult, list_exporters
+    from edgeshrink.io import EncodeConfig, load, save_checkpoint, unpack
     from edgeshrink.pipeline import CompressResult, compress
-    from edgeshrink.recipes import list_recipes, load_recipe
+    from edgeshrink.recipes import Recipe, list_recipes, load_recipe
+    from edgeshrink.stages.base import list_stages
     from edgeshrink.tasks.registry import list_tasks, load_task
     from edgeshrink.tasks.zoo import create_model, list_models
 

@@ -1,6 +1,7 @@
-"""What a saved model records about its architecture, and how a model is rebuilt from that alone.
+"""What a saved model records about its architecture (`Arch`), and how channel edits are replayed.
 
-An `arch` dict (in checkpoints, containers and report.json) names a zoo model and its options:
+An `Arch` (in checkpoints, containers and report.json) names a zoo model and its options, or says
+nothing about the model (a user's own class, rebuilt from a fresh instance the user passes):
 
     {"task": "fashion-resnet8x4", "model": "resnet8", "model_kwargs": {"width": 4},
      "input_shape": [1, 28, 28],                      # optional: size the zoo model for this input
@@ -17,14 +18,75 @@ no hand-written model class.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from edgeshrink.errors import ArchitectureMismatchError, ConfigError
+from edgeshrink.errors import ArchitectureMismatchError, ConfigError, FormatError
+
+
+class ChannelEdit(BaseModel):
+    """Channels removed from one layer's outputs or inputs, numbered in its shape at that moment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    layer: str
+    dim: Literal["out", "in"]
+    removed: list[int]
+
+
+class ChannelEdits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    input_shape: list[int]
+    edits: list[ChannelEdit] = []
+
+
+class Arch(BaseModel):
+    """How to rebuild a model's architecture: a zoo name with options and channel edits, or nothing
+    (a user's own model) with the channel edits alone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    task: str | None = None
+    model: str | None = None
+    model_kwargs: dict[str, Any] = {}
+    input_shape: list[int] | None = None
+    channels: ChannelEdits | None = None
+
+    @classmethod
+    def parse(cls, data: Arch | dict | None, source: str = "arch") -> Arch:
+        """An Arch from a file's or caller's dict (None: nothing known), with a one-line error."""
+        if isinstance(data, Arch):
+            return data
+        try:
+            return cls.model_validate(data or {})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise FormatError(f"{source}: the architecture record is not valid ({where}: {err['msg']})") from None
+
+    def to_dict(self) -> dict | None:
+        """The JSON form files store (None when nothing is known)."""
+        out = self.model_dump(mode="json", exclude_none=True)
+        if not out.get("model_kwargs"):
+            out.pop("model_kwargs", None)
+        return out or None
+
+    @property
+    def edit_count(self) -> int:
+        return len(self.channels.edits) if self.channels else 0
+
+    def with_channel_edits(self, input_shape: Sequence[int], edits: list[ChannelEdit]) -> Arch:
+        """A copy with `edits` appended to its channel edits (started when there were none)."""
+        shape = [int(d) for d in input_shape]
+        if self.channels is not None and list(self.channels.input_shape) != shape:
+            raise ConfigError(
+                f"channel edits were recorded with input shape {self.channels.input_shape}, now {shape}: "
+                "use the same example input for every channels stage"
+            )
+        before = list(self.channels.edits) if self.channels else []
+        return self.model_copy(update={"channels": ChannelEdits(input_shape=shape, edits=before + list(edits))})
 
 
 def dependency_graph(model: nn.Module, input_shape: Sequence[int]) -> Any:
@@ -38,37 +100,29 @@ def dependency_graph(model: nn.Module, input_shape: Sequence[int]) -> Any:
     return graph
 
 
-def edits_from_history(history: Sequence[Sequence[Any]]) -> list[dict]:
-    """torch-pruning's `pruning_history()` entries as JSON-ready dicts."""
+def edits_from_history(history: Sequence[Sequence[Any]]) -> list[ChannelEdit]:
+    """torch-pruning's `pruning_history()` entries as data."""
     return [
-        {"layer": str(name), "dim": "out" if is_out else "in", "removed": [int(i) for i in idxs]}
+        ChannelEdit(layer=str(name), dim="out" if is_out else "in", removed=[int(i) for i in idxs])
         for name, is_out, idxs in history
     ]
 
 
-def history_from_edits(edits: Sequence[dict]) -> list[list]:
-    """The inverse of `edits_from_history`, checking every entry."""
-    out = []
-    for i, e in enumerate(edits):
-        if not isinstance(e, dict) or set(e) != {"layer", "dim", "removed"} or e["dim"] not in ("out", "in"):
-            raise ArchitectureMismatchError(f"channel edit {i} is malformed: {e!r}")
-        out.append([e["layer"], e["dim"] == "out", [int(j) for j in e["removed"]]])
-    return out
-
-
-def replay_channel_edits(model: nn.Module, channels: dict) -> nn.Module:
-    """Apply recorded channel edits (an arch's "channels" entry) to a fresh, unpruned `model`, in place."""
-    graph = dependency_graph(model, channels["input_shape"])
+def replay_channel_edits(model: nn.Module, channels: ChannelEdits, skip: int = 0) -> nn.Module:
+    """Apply recorded channel edits (all but the first `skip`, already applied) to `model`, in place."""
+    edits = channels.edits[skip:]
+    if not edits:
+        return model
     names = {name for name, _ in model.named_modules()}
-    history = history_from_edits(channels["edits"])
-    for name, _, _ in history:
-        if name not in names:
+    for e in edits:
+        if e.layer not in names:
             raise ArchitectureMismatchError(
-                f"channel edits name layer {name!r}, which this model does not have; "
+                f"channel edits name layer {e.layer!r}, which this model does not have; "
                 "rebuild from the architecture the edits were recorded on"
             )
+    graph = dependency_graph(model, channels.input_shape)
     try:
-        graph.load_pruning_history(history)
+        graph.load_pruning_history([[e.layer, e.dim == "out", list(e.removed)] for e in edits])
     except (IndexError, RuntimeError) as exc:
         raise ArchitectureMismatchError(
             f"channel edits do not fit this model ({str(exc).splitlines()[0][:100]}); "
@@ -77,43 +131,30 @@ def replay_channel_edits(model: nn.Module, channels: dict) -> nn.Module:
     return model
 
 
-def with_channel_edits(arch: dict | None, input_shape: Sequence[int], edits: list[dict]) -> dict:
-    """A copy of `arch` with `edits` appended to its channel edits (started when there were none)."""
-    arch = copy.deepcopy(arch) if arch else {}
-    channels = arch.setdefault("channels", {"input_shape": [int(d) for d in input_shape], "edits": []})
-    if list(channels["input_shape"]) != [int(d) for d in input_shape]:
-        raise ConfigError(
-            f"channel edits were recorded with input shape {channels['input_shape']}, now {list(input_shape)}: "
-            "use the same example input for every channels stage"
-        )
-    channels["edits"].extend(edits)
-    return arch
-
-
-def _fits(model: nn.Module, state: dict[str, torch.Tensor] | None) -> bool:
-    if state is None:
-        return False
+def fits_state(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> bool:
+    """Whether every tensor of `model` has the shape the stored tensors have."""
     expected = model.state_dict()
-    return all(k in state and tuple(state[k].shape) == tuple(v.shape) for k, v in expected.items())
+    return bool(expected) and all(k in shapes and shapes[k] == tuple(v.shape) for k, v in expected.items())
 
 
-def build_from_arch(
-    arch: dict | None, model: nn.Module | None = None, state: dict[str, torch.Tensor] | None = None
+def build_architecture(
+    arch: Arch, model: nn.Module | None = None, shapes: dict[str, tuple[int, ...]] | None = None
 ) -> nn.Module:
-    """The model an `arch` describes, ready for `load_into`.
+    """The model an `Arch` describes, with fresh weights and its channel edits replayed.
 
-    `model`: a fresh instance of the original architecture (for models outside the zoo); without it
-    the zoo model `arch["model"]` is created with `arch["model_kwargs"]`. Recorded channel edits are
-    then replayed, unless `model` already has the shapes of `state` (it is the pruned model itself).
+    `model`: a fresh instance of the original architecture (required for models outside the zoo); without
+    it the zoo model `arch.model` is created with `arch.model_kwargs`. When `model` already has the
+    stored tensors' `shapes` (it is the pruned architecture itself), no edit is replayed.
     """
-    arch = arch or {}
     if model is None:
-        if "model" not in arch:
-            raise ConfigError("the file records no zoo model to rebuild: pass a fresh instance of the architecture")
+        if arch.model is None:
+            raise ConfigError(
+                "the file records no zoo model to rebuild: pass a fresh instance of the architecture (model=...)"
+            )
         from edgeshrink.models import create_model
 
-        shape = arch.get("input_shape")
-        model = create_model(arch["model"], input_shape=tuple(shape) if shape else None, **arch.get("model_kwargs", {}))
-    if arch.get("channels") and not _fits(model, state):
-        replay_channel_edits(model, arch["channels"])
+        shape = tuple(arch.input_shape) if arch.input_shape else None
+        model = create_model(arch.model, input_shape=shape, **arch.model_kwargs)
+    if arch.channels is not None and not (shapes is not None and fits_state(model, shapes)):
+        replay_channel_edits(model, arch.channels)
     return model

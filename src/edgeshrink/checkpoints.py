@@ -1,34 +1,48 @@
-"""Baseline checkpoints: a plain state dict plus what architecture it belongs to, loaded safely."""
+"""The checkpoint file format: a state dict plus the header entries a container has, via torch.save.
+
+Checkpoints are read with `torch.load(weights_only=True)`: no pickled code runs. What a checkpoint
+means as a model is `edgeshrink.io`'s business; this module knows bytes and state dicts only.
+"""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from edgeshrink.encode.container import atomic_write
 from edgeshrink.errors import FormatError
+from edgeshrink.files import atomic_write
 
 FORMAT = "edgeshrink-checkpoint"
 
 
-def save_checkpoint(
-    path: str | Path, model: nn.Module, arch: dict | None = None, accuracy: float | None = None
-) -> Path:
-    from edgeshrink.weights import effective_state_dict
+@dataclass
+class Checkpoint:
+    state: dict[str, torch.Tensor]
+    arch: dict | None
+    meta: dict
+    accuracy: float | None
+    nbytes: int
 
+
+def checkpoint_bytes(
+    state: dict[str, torch.Tensor], arch: dict | None, meta: dict | None = None, accuracy: float | None = None
+) -> bytes:
     buffer = io.BytesIO()
-    state = {k: v.contiguous() for k, v in effective_state_dict(model).items()}
-    torch.save({"format": FORMAT, "version": 1, "arch": arch, "accuracy": accuracy, "state_dict": state}, buffer)
-    path = Path(path)
-    atomic_write(path, buffer.getvalue())
-    return path
+    tensors = {k: v.detach().contiguous() for k, v in state.items()}
+    payload = {"format": FORMAT, "version": 2, "arch": arch, "meta": meta or {}, "accuracy": accuracy}
+    torch.save({**payload, "state_dict": tensors}, buffer)
+    return buffer.getvalue()
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """{'state_dict', 'arch', 'accuracy'} from an edgeshrink checkpoint or a plain state-dict file."""
+def write_checkpoint(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, data)
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """An edgeshrink checkpoint or a plain state-dict file (`torch.save(model.state_dict(), path)`)."""
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"checkpoint {path} does not exist")
@@ -36,8 +50,10 @@ def load_checkpoint(path: str | Path) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types on foreign bytes; all mean the same here
         raise FormatError(f"{path} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:120]})") from None
+    size = path.stat().st_size
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        return {"state_dict": obj["state_dict"], "arch": obj.get("arch"), "accuracy": obj.get("accuracy")}
+        meta = obj.get("meta") or {}
+        return Checkpoint(obj["state_dict"], obj.get("arch"), meta, obj.get("accuracy"), size)
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return {"state_dict": obj, "arch": None, "accuracy": None}
+        return Checkpoint(obj, None, {}, None, size)
     raise FormatError(f"{path} holds no state dict: save one with torch.save(model.state_dict(), path)")

@@ -14,19 +14,17 @@ from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from edgeshrink.config import Config
 from edgeshrink.errors import ScopeError
 from edgeshrink.weights import prunable_weights
 
 T = TypeVar("T")
 
 
-class Scope(BaseModel):
+class Scope(Config):
     """Layers to include (default: every Linear and Conv layer) minus layers to exclude."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     include: list[str] = ["*"]
     exclude: list[str] = []

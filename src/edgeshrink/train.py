@@ -17,18 +17,17 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
+from edgeshrink.config import Config
 from edgeshrink.errors import ConfigError, TrainingDivergedError
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-class DistillConfig(BaseModel):
+class DistillConfig(Config):
     """Knowledge distillation (Hinton et al. 2015): match the teacher's soft targets at a temperature."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target loss; 1 - alpha on the labels")
@@ -52,10 +51,8 @@ def distillation_loss(
     return alpha * soft + (1 - alpha) * hard
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Config):
     """How to train for a stage. Every field has a default that works for the built-in tasks."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     epochs: int = Field(10, ge=0)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
@@ -166,6 +163,45 @@ class Progress:
             print(text, file=sys.stderr, flush=True)
 
 
+def _epoch(
+    model: nn.Module,
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    batch_loss: Callable[..., torch.Tensor],
+    lr_at: Callable[[int], float],
+    step: int,
+    desc: str,
+    progress: Progress,
+    cl: bool,
+    after_step: Callable[[], None] | None,
+) -> tuple[float, int]:
+    """One pass over `batches`: (mean loss, the step count after it)."""
+    model.train()
+    running, seen = 0.0, 0
+    with progress.bar(len(batches), desc) as bar:  # type: ignore[arg-type]
+        for inputs, labels, *targets in batches:
+            inputs = _prepare(inputs, cl)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss = batch_loss(inputs, labels, targets)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"{desc}: the loss became {float(loss.detach())} at step {step + 1}; training diverged. "
+                    f"Lower the learning rate (now {lr_at(step):g}) or add warmup_epochs"
+                )
+            loss.backward()
+            optimizer.step()
+            if after_step is not None:
+                after_step()
+            step += 1
+            running += float(loss.detach()) * len(labels)
+            seen += len(labels)
+            bar.update(1)
+            bar.set_postfix(loss=f"{running / seen:.4f}")
+    return running / max(1, seen), step
+
+
 def fit(
     model: nn.Module,
     train_batches: Batches,
@@ -182,7 +218,9 @@ def fit(
 
     `loss_fn(model, inputs, labels)` replaces cross-entropy; with `cfg.distill` the loss is the
     distillation loss against `teacher` (its logits computed once when the batches are in memory).
-    `after_step` runs after every optimizer step.
+    `after_step` runs after every optimizer step. Conv nets train in channels-last memory and are
+    handed back in the standard layout (so the trained model computes exactly as a fresh one loaded
+    with the same tensors).
     """
     progress = progress or Progress()
     if cfg.epochs == 0:
@@ -194,6 +232,7 @@ def fit(
         teacher.eval()
         channels_last(teacher)
         train_batches = _with_teacher_logits(train_batches, teacher, stage, progress)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     def batch_loss(inputs: torch.Tensor, labels: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         if distill is not None:
@@ -207,43 +246,29 @@ def fit(
 
     optimizer = make_optimizer(model.parameters(), cfg)
     steps_per_epoch = len(train_batches)  # type: ignore[arg-type]
-    total = cfg.epochs * steps_per_epoch
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
+
+    def lr_at(step: int) -> float:
+        return cfg.lr * lr_factor(step, total, warmup, cfg.schedule)
+
     cl = channels_last(model)
     history: list[dict] = []
     step = 0
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        started = time.perf_counter()
-        running, seen = 0.0, 0
-        desc = f"{stage} epoch {epoch}/{cfg.epochs}"
-        with progress.bar(steps_per_epoch, desc) as bar:
-            for inputs, labels, *targets in train_batches:
-                inputs = _prepare(inputs, cl)
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * lr_factor(step, total, warmup, cfg.schedule)
-                optimizer.zero_grad(set_to_none=True)
-                loss = batch_loss(inputs, labels, targets)
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"{desc}: the loss became {float(loss)} at step {step + 1}; training diverged. "
-                        f"Lower the learning rate (now {cfg.lr:g}) or add warmup_epochs"
-                    )
-                loss.backward()
-                optimizer.step()
-                if after_step is not None:
-                    after_step()
-                step += 1
-                running += float(loss.detach()) * len(labels)
-                seen += len(labels)
-                bar.update(1)
-                bar.set_postfix(loss=f"{running / seen:.4f}")
-        record = {"epoch": epoch, "loss": running / max(1, seen), "seconds": time.perf_counter() - started}
-        if val_batches is not None:
-            record["val_accuracy"] = evaluate(model, val_batches)
-        history.append(record)
-        acc = f", val acc {record['val_accuracy']:.2f}%" if "val_accuracy" in record else ""
-        progress.line(f"[{desc}] loss {record['loss']:.4f}{acc} ({record['seconds']:.1f}s)")
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            started = time.perf_counter()
+            desc = f"{stage} epoch {epoch}/{cfg.epochs}"
+            loss, step = _epoch(
+                model, train_batches, optimizer, batch_loss, lr_at, step, desc, progress, cl, after_step
+            )
+            record = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
+            if val_batches is not None:
+                record["val_accuracy"] = evaluate(model, val_batches)
+            history.append(record)
+            acc = f", val acc {record['val_accuracy']:.2f}%" if "val_accuracy" in record else ""
+            progress.line(f"[{desc}] loss {record['loss']:.4f}{acc} ({record['seconds']:.1f}s)")
+    finally:
+        if cl:
+            model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history

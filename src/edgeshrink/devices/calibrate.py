@@ -25,7 +25,8 @@ import numpy as np
 
 from edgeshrink.devices.catalogue import THIS_MACHINE, user_devices_dir
 from edgeshrink.devices.schema import Device
-from edgeshrink.measure.latency import ort_session, time_calls
+from edgeshrink.runtimes.onnxruntime import make_session
+from edgeshrink.runtimes.timing import time_calls
 
 # (in channels, out channels, kernel, input size): layer sizes of edge models
 CONV_SHAPES = [(1, 16, 5, 28), (16, 32, 3, 14), (32, 64, 3, 8)]
@@ -62,7 +63,7 @@ class _Ort:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "m.onnx"
             onnx.save(model, str(path))
-            session = ort_session(path, self.threads)
+            session = make_session(path, self.threads)
         return _median_s(lambda: session.run(None, inputs), self.budget_s)
 
     def randn(self, *shape: int) -> np.ndarray:
@@ -143,7 +144,7 @@ def calibrate(threads: int = 1, budget_s: float = 0.3) -> Device:
     """Measure this machine running ONNX Runtime on its CPU, at `threads` threads."""
     import onnxruntime
 
-    from edgeshrink.report.provenance import cpu_model
+    from edgeshrink.environment import cpu_model
 
     ort = _Ort(threads, budget_s)
     fp32, int8, bandwidth, overhead = fp32_mac_rate(ort), int8_mac_rate(ort), memory_bandwidth(ort), op_overhead(ort)
@@ -189,7 +190,7 @@ def device_toml(device: Device) -> str:
 
 
 def write_device(device: Device, folder: str | Path | None = None) -> Path:
-    from edgeshrink.encode.container import atomic_write
+    from edgeshrink.files import atomic_write
 
     path = Path(folder or user_devices_dir()) / f"{device.name}.toml"
     atomic_write(path, device_toml(device).encode())

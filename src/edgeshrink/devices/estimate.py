@@ -1,98 +1,181 @@
-"""What a profiled model costs on a device: fit in flash and RAM, latency, energy. All estimates.
+"""What a measured model costs on a device: which file it runs from, fit in flash and RAM, latency,
+energy. All estimates, each naming its assumptions.
 
-Latency, per operation (a roofline with a fixed dispatch cost):
+The fit uses the bytes of the file the device's runtime loads and the RAM that runtime needs:
+- an .eshrink container: no runtime executes it, so it sits in flash and is decoded to dense weights
+  in RAM first (the decoded bytes count, not the container's);
+- a .tflite file: in flash; TFLite Micro on a microcontroller reads the weights in place (no weight
+  RAM), LiteRT elsewhere packs them into RAM;
+- an .onnx file: loaded into RAM by ONNX Runtime;
+- a checkpoint or in-memory model: the dense weights an exported file of it would hold.
+
+Latency, per operation (a roofline with a fixed dispatch cost), with dense MACs: no runtime here skips
+multiplications by pruned weights.
 
     t_op = op_overhead + max(MACs / MAC rate, bytes moved / memory bandwidth)
-
-bytes moved = the activations it reads and writes + its weights as stored (dense bytes x stored /
-dense fp32 bytes). A container stores nonzeros only, so for one the MACs are the nonzero MACs (a
-runtime that reads it skips zero weights, as EIE does); dense files use dense MACs.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from edgeshrink.devices.schema import Device
-from edgeshrink.measure.energy import estimate_energy
+from edgeshrink.measure.energy import OpTableEnergy, estimate_energy
+from edgeshrink.measure.profile import ModelCosts
 
 
-def stored_weight_bytes(profile: dict) -> int:
-    """Bytes of the weights as the artifact ships them (the file, else the container it would be)."""
-    w = profile["weights"]
-    return int(w["file"] or w["container"] or w["dense_fp32"])
+@dataclass
+class Deployment:
+    """The file a device runs and what it needs: bytes in flash, weight bytes in RAM."""
+
+    file: str
+    runtime: str
+    flash_bytes: int
+    ram_weight_bytes: int
+    note: str
 
 
-def fit(profile: dict, device: Device) -> dict:
-    """Whether the weights fit flash and weights + peak activations fit RAM, and by how much to shrink."""
-    weights = stored_weight_bytes(profile)
-    peak = profile["activations"]["peak_bytes"]
+@dataclass
+class Need:
+    need: int
+    have: int
+    ok: bool
+
+
+@dataclass
+class Fit:
+    flash: Need
+    ram: Need
+    activations_alone_fit: bool
+    shrink_factor: float
+    deployment: Deployment
+
+
+@dataclass
+class LatencyEstimate:
+    ms: float
+    compute_ms: float
+    memory_ms: float
+    overhead_ms: float
+    ops: int
+    provenance: str
+
+
+@dataclass
+class BoardEnergy:
+    uj: float
+    provenance: str
+
+
+@dataclass
+class EnergyEstimate:
+    op_table: OpTableEnergy
+    board: BoardEnergy | None
+
+    @property
+    def uj(self) -> float:
+        """The figure compared with the radio: board power x time where known (realistic), else the op table."""
+        return self.board.uj if self.board is not None else self.op_table.uj
+
+
+@dataclass
+class DeviceEstimate:
+    device: str
+    fit: Fit
+    latency: LatencyEstimate
+    energy: EnergyEstimate
+
+
+def deployment(costs: ModelCosts, device: Device) -> Deployment:
+    """The file this device would run and its memory needs (see the module docstring)."""
+    kind, w = costs.source.kind, costs.weights
+    if kind in ("container", "run-folder"):
+        path = costs.source.path + ("/model.eshrink" if kind == "run-folder" else "")
+        return Deployment(
+            path,
+            "a dense runtime after decoding",
+            int(w.container or w.file or w.stored),
+            w.stored,
+            "no runtime executes .eshrink: the container sits in flash and is decoded to dense weights in RAM, "
+            "so pruning and sharing save flash only (export it for the device's runtime)",
+        )
+    if kind == "tflite":
+        mcu = device.kind == "mcu"
+        runtime = "TFLite Micro" if mcu else "LiteRT"
+        note = "weights are read from flash in place" if mcu else "LiteRT's XNNPACK packs the weights into RAM"
+        return Deployment(costs.source.path, runtime, int(w.file or w.stored), 0 if mcu else w.stored, note)
+    if kind == "onnx":
+        return Deployment(
+            costs.source.path,
+            "ONNX Runtime",
+            int(w.file or w.stored),
+            w.stored,
+            "ONNX Runtime loads the weights into RAM",
+        )
+    return Deployment(
+        f"{costs.source.path} exported (ONNX / TFLite)",
+        "a dense runtime",
+        w.stored,
+        w.stored,
+        f"estimated: the weights at {costs.dtype} as an exported file stores them; export it to measure the file",
+    )
+
+
+def fit(costs: ModelCosts, device: Device) -> Fit:
+    """Whether the deployed file fits flash and its RAM needs plus peak activations fit RAM, and how much
+    the weights must shrink otherwise."""
+    d = deployment(costs, device)
+    peak = costs.activations.peak_bytes
     ram_for_weights = device.ram_bytes - peak
-    factor_flash = weights / device.flash_bytes
-    factor_ram = weights / ram_for_weights if ram_for_weights > 0 else math.inf
-    return {
-        "flash": {"need": weights, "have": device.flash_bytes, "ok": weights <= device.flash_bytes},
-        "ram": {"need": weights + peak, "have": device.ram_bytes, "ok": weights + peak <= device.ram_bytes},
-        "activations_alone_fit": peak <= device.ram_bytes,
-        "shrink_factor": max(factor_flash, factor_ram, 1.0),
-        "assumption": "weights stay in the stored format in flash and in RAM; activations at batch 1",
-    }
+    factor_flash = d.flash_bytes / device.flash_bytes
+    factor_ram = d.ram_weight_bytes / ram_for_weights if ram_for_weights > 0 else math.inf
+    return Fit(
+        flash=Need(d.flash_bytes, device.flash_bytes, d.flash_bytes <= device.flash_bytes),
+        ram=Need(d.ram_weight_bytes + peak, device.ram_bytes, d.ram_weight_bytes + peak <= device.ram_bytes),
+        activations_alone_fit=peak <= device.ram_bytes,
+        shrink_factor=max(factor_flash, factor_ram, 1.0),
+        deployment=d,
+    )
 
 
-def estimate_latency(profile: dict, device: Device) -> dict:
-    skips = profile["skips_zeros"]
-    rate = device.int8_macs_per_s if profile["dtype"] == "int8" else device.fp32_macs_per_s
-    dense = profile["weights"]["dense_fp32"] or 1
-    ratio = stored_weight_bytes(profile) / dense
+def estimate_latency(costs: ModelCosts, device: Device) -> LatencyEstimate:
+    rate = device.int8_macs_per_s if costs.dtype == "int8" else device.fp32_macs_per_s
     compute = memory = total = 0.0
-    for op in profile["ops"]:
-        macs = op["nonzero_macs"] if skips else op["macs"]
-        moved = op["activation_bytes"] + op["weight_bytes"] * ratio
-        c, m = macs / rate, moved / device.memory_bandwidth_bytes_per_s
+    for op in costs.ops:
+        c = op.macs / rate
+        m = (op.activation_bytes + op.weight_bytes) / device.memory_bandwidth_bytes_per_s
         compute, memory = compute + c, memory + m
         total += device.op_overhead_s + max(c, m)
-    return {
-        "ms": total * 1e3,
-        "compute_ms": compute * 1e3,
-        "memory_ms": memory * 1e3,
-        "overhead_ms": device.op_overhead_s * len(profile["ops"]) * 1e3,
-        "ops": len(profile["ops"]),
-        "macs": "nonzero" if skips else "dense",
-        "provenance": "estimated: per operation, overhead + max(MACs / MAC rate, bytes / bandwidth), "
-        f"{device.name} figures",
-    }
-
-
-def estimate_device_energy(profile: dict, device: Device, latency_ms: float) -> dict:
-    """Horowitz op-table energy; and, where the device states its power, board power x latency."""
-    macs = profile["macs"]["nonzero" if profile["skips_zeros"] else "dense"]
-    table = estimate_energy(
-        macs,
-        stored_weight_bytes(profile),
-        sum(op["activation_bytes"] for op in profile["ops"]),
-        profile["activations"]["peak_bytes"],
-        device.sram_bytes,
-        profile["dtype"],
+    return LatencyEstimate(
+        total * 1e3,
+        compute * 1e3,
+        memory * 1e3,
+        device.op_overhead_s * len(costs.ops) * 1e3,
+        len(costs.ops),
+        f"estimated: per operation, overhead + max(dense MACs / MAC rate, bytes / bandwidth), {device.name} figures",
     )
-    out = {"op_table": table}
+
+
+def estimate_device_energy(costs: ModelCosts, device: Device, latency_ms: float) -> EnergyEstimate:
+    """Horowitz op-table energy; and, where the device states its power, board power x latency."""
+    table = estimate_energy(
+        costs.macs.dense,
+        costs.weights.stored,
+        sum(op.activation_bytes for op in costs.ops),
+        costs.activations.peak_bytes,
+        device.sram_bytes,
+        costs.dtype,
+    )
+    board = None
     if device.active_power_w is not None:
-        out["board"] = {
-            "uj": device.active_power_w * latency_ms * 1e3,
-            "provenance": f"estimated: {device.active_power_w} W board power x estimated latency",
-        }
-    return out
+        board = BoardEnergy(
+            device.active_power_w * latency_ms * 1e3,
+            f"estimated: {device.active_power_w} W board power x estimated latency",
+        )
+    return EnergyEstimate(table, board)
 
 
-def device_energy_uj(energy: dict) -> float:
-    """The figure compared with the radio: board power x time where known (realistic), else the op table."""
-    return energy["board"]["uj"] if "board" in energy else energy["op_table"]["uj"]
-
-
-def estimate_on_device(profile: dict, device: Device) -> dict:
-    latency = estimate_latency(profile, device)
-    return {
-        "device": device.name,
-        "fit": fit(profile, device),
-        "latency": latency,
-        "energy": estimate_device_energy(profile, device, latency["ms"]),
-    }
+def estimate_on_device(costs: ModelCosts, device: Device) -> DeviceEstimate:
+    latency = estimate_latency(costs, device)
+    return DeviceEstimate(device.name, fit(costs, device), latency, estimate_device_energy(costs, device, latency.ms))

@@ -1,10 +1,9 @@
-"""Exporters: write the formats devices run, each file checked against the model it came from.
+"""Exporters: write the formats devices run, each file checked in its runtime before it is written.
 
-onnx.py      PyTorch -> ONNX (fp32, fp16, QDQ int8 / sub-byte weights with edgeshrink's own scales)
-qdq.py       ONNX graph rewriting: integer weight and bias initializers, activation integer type
-runtime.py   ONNX Runtime sessions and latency measurement
-verify.py    parity of an exported file against the PyTorch model on real inputs
-tflite.py    PyTorch -> .tflite (fp32, dynamic-range int8, full int8 with edgeshrink's own scales) via litert-torch
-litert_runtime.py  the LiteRT interpreter: int8 input/output (de)quantization, running and timing a file
-c_array.py   a .tflite file as NAME_data.h / NAME_data.cc arrays for TFLite Micro firmware
+base.py          the registry (`register_exporter`, `list_exporters`, `get_exporter`) and the contract
+                 (build -> run in the runtime -> compare -> write), `export_model`
+onnx.py          --format onnx (onnx_build.py: PyTorch -> ONNX; qdq.py: integer initializers, U8S8/S8S8)
+tflite.py        --format tflite (tflite_build.py: litert-torch, float16 / dynamic / full int8)
+c_array.py       --format c: a .tflite as NAME_data.h / NAME_data.cc for TFLite Micro firmware
+verify.py        parity of an exported file against the PyTorch model on real inputs
 """

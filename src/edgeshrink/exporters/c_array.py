@@ -1,14 +1,17 @@
-"""A .tflite file as C++ source for microcontroller firmware (TFLite Micro): `NAME_data.h` declares the
-array and its length, `NAME_data.cc` defines them, 16-byte aligned (TFLite Micro reads the flatbuffer in
-place and needs aligned tensor data), the way TFLM's examples embed models."""
+"""`--format c`: a verified .tflite file plus the same bytes as C++ source for microcontroller firmware
+(TFLite Micro): `NAME_data.h` declares the array and its length, `NAME_data.cc` defines them, 16-byte
+aligned (TFLite Micro reads the flatbuffer in place and needs aligned tensor data), the way TFLM's
+examples embed models."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from edgeshrink.encode.container import atomic_write
 from edgeshrink.errors import ConfigError
+from edgeshrink.exporters.base import Built, ExportResult, register_exporter
+from edgeshrink.exporters.tflite import TFLiteExporter
+from edgeshrink.files import atomic_write
 
 BYTES_PER_LINE = 12
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -58,3 +61,50 @@ def write_c_array(data: bytes, out_dir: str | Path, name: str, comments: list[st
     atomic_write(h, header.encode())
     atomic_write(cc, source.encode())
     return h, cc
+
+
+def header_comments(built: Built, result: ExportResult, arena: int) -> list[str]:
+    """What firmware authors need next to the array: precision, I/O quantization, the arena estimate."""
+    comments = [f"{result.precision}, {result.bytes:,} bytes, verified in LiteRT"]
+    if built.io:
+        for side in ("input", "output"):
+            d = built.io[side]
+            q = f", scale {d['scale']:.9g}, zero point {d['zero_point']}" if "scale" in d else ""
+            comments.append(f"{side}: {d['dtype']} {d['shape']}{q}")
+        if "scale" in built.io["input"]:
+            comments.append("feed q = clamp(round(x / scale) + zero_point, -128, 127); read (q - zero_point) * scale")
+    comments.append(
+        f"tensor arena estimate: {arena:,} bytes = peak live activations (edgeshrink profile, batch 1); "
+        "TFLite Micro adds its own bookkeeping: allocate a margin and check arena_used_bytes()"
+    )
+    return comments
+
+
+@register_exporter
+class CArrayExporter(TFLiteExporter):
+    name = "c"
+    suffix = ".cc"
+    runtime = "LiteRT"
+    description = (
+        "NAME.tflite plus NAME_data.h / NAME_data.cc for TFLite Micro firmware (the bytes as an aligned array)"
+    )
+    options = {**TFLiteExporter.options, "name": None}
+
+    def resolve(self, options: dict) -> dict:
+        resolved = super().resolve(options)
+        resolved["name"] = check_name(resolved["name"] or "model")
+        return resolved
+
+    def write(self, built: Built, path: Path, result: ExportResult, options: dict) -> list[Path]:
+        from edgeshrink.measure.memory import peak_activation_memory
+        from edgeshrink.measure.tflite_graph import from_tflite
+
+        name = options["name"]
+        folder = path if path.suffix == "" else path.parent
+        tflite = atomic_write(folder / f"{name}.tflite", built.data)
+        arena = peak_activation_memory(from_tflite(built.data)).peak_bytes
+        h, cc = write_c_array(built.data, folder, name, header_comments(built, result, arena))
+        result.path = tflite
+        result.extra["arena_estimate_bytes"] = arena
+        result.extra["c_files"] = [str(h), str(cc)]
+        return [tflite, h, cc]

@@ -16,6 +16,7 @@ lower bound on what a real chip draws.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 # pJ per operation, Horowitz ISSCC 2014 (45 nm).
 OPS_PJ = {
@@ -36,6 +37,21 @@ def sram_access_pj(sram_bytes: int) -> float:
     return SRAM_8KB_PJ * (kb / 8.0) ** _ALPHA
 
 
+@dataclass
+class OpTableEnergy:
+    """Energy of one inference (µJ) with its parts, the memory the weights come from, and the range
+    that the DRAM figure's spread gives."""
+
+    uj: float
+    uj_range: tuple[float, float]
+    compute_uj: float
+    weights_uj: float
+    activations_uj: float
+    weights_from: str
+    dtype: str
+    provenance: str
+
+
 def estimate_energy(
     macs: int,
     weight_bytes: int,
@@ -43,9 +59,8 @@ def estimate_energy(
     peak_activation_bytes: int,
     sram_bytes: int,
     dtype: str = "fp32",
-) -> dict:
-    """Energy of one inference (µJ) with its parts, the memory the weights come from, and the range
-    that the DRAM figure's spread gives. Every figure here is an estimate."""
+) -> OpTableEnergy:
+    """The op-table estimate (see the module docstring). Every figure here is an estimate."""
     op = OPS_PJ[dtype]
     compute = macs * (op["mul"] + op["add"])
     sram = sram_access_pj(sram_bytes)
@@ -56,14 +71,13 @@ def estimate_energy(
     activations = math.ceil(activation_bytes_moved / 8) * sram
     low = compute + weights_low + activations
     high = compute + weights_high + activations
-    mid = (low + high) / 2
-    return {
-        "uj": mid / 1e6,
-        "uj_range": [low / 1e6, high / 1e6],
-        "compute_uj": compute / 1e6,
-        "weights_uj": (weights_low + weights_high) / 2e6,
-        "activations_uj": activations / 1e6,
-        "weights_from": "on-chip SRAM" if in_sram else "DRAM or flash",
-        "dtype": dtype,
-        "provenance": f"estimated: {SOURCE}; arithmetic and memory accesses only (a lower bound)",
-    }
+    return OpTableEnergy(
+        uj=(low + high) / 2 / 1e6,
+        uj_range=(low / 1e6, high / 1e6),
+        compute_uj=compute / 1e6,
+        weights_uj=(weights_low + weights_high) / 2e6,
+        activations_uj=activations / 1e6,
+        weights_from="on-chip SRAM" if in_sram else "DRAM or flash",
+        dtype=dtype,
+        provenance=f"estimated: {SOURCE}; arithmetic and memory accesses only (a lower bound)",
+    )

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeshrink.measure import macs as mac_rules
+from edgeshrink.measure.macs import torch_node_macs
 
 
 @dataclass
@@ -43,6 +43,9 @@ class OpGraph:
     # The weights that are model parameters, when the format stores them as integers next to other
     # constants (TFLite: filters and biases); None: every floating-point weight is a parameter.
     parameters: set[str] | None = None
+    # Weights a runtime holds as integer codes of this many bits (a quantized torch model's layers).
+    weight_bits: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def root(self, name: str) -> str:
         """The tensor whose storage `name` uses (itself unless it is a view)."""
@@ -57,15 +60,14 @@ class OpGraph:
         w = self.weights[op.mac_weight]
         return op.macs * int(np.count_nonzero(w)) // max(w.size, 1)
 
+    def stored_bytes(self, name: str) -> int:
+        """Bytes of one weight as the runtime holds it (integer codes at their width, else its dtype)."""
+        w = self.weights[name]
+        bits = self.weight_bits.get(name)
+        return w.nbytes if bits is None else math.ceil(w.size * bits / 8)
+
     def weight_bytes(self, op: Op) -> int:
-        return sum(self.weights[w].nbytes for w in op.weights)
-
-
-def plain_copy(model: nn.Module) -> nn.Module:
-    """A copy of the model with masks and codebooks baked into plain tensors (what gets exported)."""
-    from edgeshrink.weights import baked_copy
-
-    return baked_copy(model).eval()
+        return sum(self.stored_bytes(w) for w in op.weights)
 
 
 def _tensor_bytes(val: object) -> int:
@@ -93,15 +95,75 @@ def _layer(node: torch.fx.Node) -> str:
     return path.replace("L['self'].", "").replace("L__self___", "") or node.name
 
 
-def from_torch(model: nn.Module, example: torch.Tensor) -> OpGraph:
-    """Export the model with torch.export (batch as in `example`) and read its operations."""
-    model = plain_copy(model)
+def _numpy(value: torch.Tensor) -> np.ndarray:
+    value = value.detach()
+    if value.dtype == torch.bfloat16:
+        value = value.float()
+    return value.numpy()
+
+
+def _is_fake_quant(node: torch.fx.Node) -> bool:
+    return "fake_quantize" in str(node.target) or "quantize_dequantize" in str(node.target)
+
+
+_FUSED_ACTIVATIONS = ("relu", "relu_", "relu6", "hardtanh", "hardtanh_", "clamp")
+
+
+def _fuse_activation(src: str, producer: dict[str, Op], readers: dict[str, list[Op]], sizes: dict[str, int]) -> None:
+    """A ReLU-like op between a layer and its quantizer runs inside the layer's integer kernel: the
+    layer's float output never exists."""
+    op = producer.get(src)
+    if op is None or not any(
+        op.target.endswith(f".{a}.default") or f"aten.{a}." in op.target for a in _FUSED_ACTIVATIONS
+    ):
+        return
+    inner = op.inputs[0] if op.inputs else None
+    if inner in producer and [r.name for r in readers.get(inner, [])] == [op.name]:
+        sizes[inner] = 0
+
+
+def _integer_activations(ep, ops: list[Op], sizes: dict[str, int], aliases: dict[str, str]) -> int:
+    """Count quantized activations at 1 byte per element: a fake-quantize node's output is what the
+    integer kernel writes, and a tensor read only by fake-quantize nodes (a conv's output before its
+    quantizer, or its ReLU's) is fused away into it. Returns the number of quantized tensors."""
+    nodes = {n.name: n for n in ep.graph.nodes}
+    readers: dict[str, list[Op]] = {}
+    for op in ops:
+        for t in op.inputs:
+            readers.setdefault(t, []).append(op)
+    producer = {o: op for op in ops for o in op.outputs}
+    produced = set(producer)
+    count = 0
+    for op in ops:
+        node = nodes[op.name]
+        if not _is_fake_quant(node) or not op.inputs:
+            continue
+        count += 1
+        src, out = op.inputs[0], op.outputs[0]
+        elements = math.prod(node.meta["val"].shape)
+        if src in produced and src not in aliases and all(_is_fake_quant(nodes[r.name]) for r in readers[src]):
+            sizes[src], sizes[out], aliases[out] = elements, 0, src
+            _fuse_activation(src, producer, readers, sizes)
+        else:
+            sizes[out] = elements
+    return count
+
+
+def from_torch(model: nn.Module, example: torch.Tensor, weight_bits: dict[str, int] | None = None) -> OpGraph:
+    """Export the model with torch.export (batch as in `example`) and read its operations.
+
+    `weight_bits` (state-dict key -> bits) marks weights a runtime stores as integer codes; a model with
+    fake-quantized activations then has them counted at 1 byte (see `_integer_activations`)."""
+    from edgeshrink.weights import baked_copy
+
+    model = baked_copy(model).eval()
     with torch.no_grad():
         ep = torch.export.export(model, (example,))
     sig = ep.graph_signature
     weight_of = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
     tensors = {**ep.state_dict, **ep.constants}
     weights: dict[str, np.ndarray] = {}
+    bits: dict[str, int] = {}
     sizes: dict[str, int] = {}
     aliases: dict[str, str] = {}
     inputs: list[str] = []
@@ -110,8 +172,9 @@ def from_torch(model: nn.Module, example: torch.Tensor) -> OpGraph:
     for node in ep.graph.nodes:
         if node.op == "placeholder":
             if node.name in weight_of:
-                value = tensors[weight_of[node.name]]
-                weights[node.name] = value.detach().float().numpy() if value.is_floating_point() else value.numpy()
+                weights[node.name] = _numpy(tensors[weight_of[node.name]])
+                if weight_bits and weight_of[node.name] in weight_bits:
+                    bits[node.name] = weight_bits[weight_of[node.name]]
             else:
                 inputs.append(node.name)
                 sizes[node.name] = _tensor_bytes(node.meta.get("val"))
@@ -126,6 +189,8 @@ def from_torch(model: nn.Module, example: torch.Tensor) -> OpGraph:
         used_weights = [a.name for a in args if a.name in weights]
         if used_weights and not acts:  # computed from weights alone (a transpose, a dequantize): a weight
             weights[node.name] = weights[used_weights[0]]
+            if used_weights[0] in bits:
+                bits[node.name] = bits[used_weights[0]]
             continue
         if _is_view(node.target) and acts:
             aliases[node.name] = acts[0]
@@ -133,6 +198,9 @@ def from_torch(model: nn.Module, example: torch.Tensor) -> OpGraph:
         else:
             sizes[node.name] = _tensor_bytes(node.meta.get("val"))
         op = Op(node.name, str(node.target), _layer(node), acts, [node.name], used_weights)
-        op.macs, op.mac_weight = mac_rules.torch_node_macs(node, weights)
+        op.macs, op.mac_weight = torch_node_macs(node, weights)
         ops.append(op)
-    return OpGraph(ops, sizes, aliases, inputs, outputs, weights, "torch.export")
+    graph = OpGraph(ops, sizes, aliases, inputs, outputs, weights, "torch.export", weight_bits=bits)
+    if weight_bits and _integer_activations(ep, ops, sizes, aliases):
+        graph.notes.append("quantized activations counted at 1 byte (integer kernels write them directly)")
+    return graph

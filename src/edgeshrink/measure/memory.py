@@ -60,17 +60,32 @@ def graph_steps(graph: OpGraph) -> list[Step]:
     return steps
 
 
-def peak_activation_memory(graph: OpGraph) -> dict:
-    """Peak activation bytes of a graph (batch as built) and, for contrast, the sum of all activations."""
+@dataclass
+class ActivationMemory:
+    """Peak bytes of live activations (what an arena planner needs at least) and, for contrast, the
+    sum of all activations."""
+
+    peak_bytes: int
+    at: str
+    live_at_peak: list[str]
+    sum_bytes: int
+    input_bytes: int
+    source: str
+    batch: int = 1
+
+
+def peak_activation_memory(graph: OpGraph) -> ActivationMemory:
+    """Peak activation bytes of a graph (batch as built)."""
     roots = {graph.root(n) for n in graph.sizes}
     peak, at, live = peak_bytes(
         graph_steps(graph), graph.sizes, [graph.root(i) for i in graph.inputs], [graph.root(o) for o in graph.outputs]
     )
-    return {
-        "peak_bytes": peak,
-        "at": at,
-        "live_at_peak": live,
-        "sum_bytes": sum(graph.sizes[r] for r in roots),
-        "input_bytes": sum(graph.sizes[i] for i in graph.inputs),
-        "source": f"computed: tensor liveness over the {graph.source} graph in execution order",
-    }
+    notes = "".join(f"; {n}" for n in graph.notes)
+    return ActivationMemory(
+        peak,
+        at,
+        live,
+        sum(graph.sizes[r] for r in roots),
+        sum(graph.sizes[i] for i in graph.inputs),
+        f"computed: tensor liveness over the {graph.source} graph in execution order{notes}",
+    )

@@ -1,133 +1,134 @@
-"""`profile`: what a model is and costs — counts, MACs, weight bytes, peak activations, measured latency
-on this machine, and (for a named device) estimated fit, latency and energy."""
+"""What a model is and costs, measured here: counts, MACs, weight bytes, peak activations, and latency on
+this machine (`ModelCosts`). Device estimates are `devices.estimate`'s job, the typed `Profile` that
+joins both is `edgeshrink.profile`'s.
+
+A torch artifact is measured from its torch.export graph (quantized weights at their code width,
+quantized activations at 1 byte); an exported .onnx or .tflite file from its own graph.
+"""
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Sequence
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from torch import nn
-
-from edgeshrink.measure.artifacts import Artifact, from_module, open_artifact
+from edgeshrink.artifact import Artifact
 from edgeshrink.measure.graph import OpGraph, from_torch
-from edgeshrink.measure.macs import mac_summary
-from edgeshrink.measure.memory import peak_activation_memory
-from edgeshrink.measure.sizes import weight_sizes
+from edgeshrink.measure.macs import MacSummary, mac_summary
+from edgeshrink.measure.memory import ActivationMemory, peak_activation_memory
+from edgeshrink.measure.sizes import WeightSizes, weight_sizes
+from edgeshrink.runtimes.timing import Timing
 
 
-def _graph(art: Artifact) -> OpGraph:
-    if art.model is not None:
-        return from_torch(art.model, art.example)
-    if art.tflite_path is not None:
-        from edgeshrink.measure.tflite_graph import from_tflite
+@dataclass
+class Source:
+    """What was measured: the file (or an in-memory model), its kind, architecture and precision."""
 
-        return from_tflite(art.tflite_path)
-    from edgeshrink.measure.onnx_graph import from_onnx
+    path: str
+    kind: str  # module | checkpoint | container | run-folder | onnx | tflite
+    arch: dict | None
+    precision: str  # fp32 | fp16 | int8 | w4/8a8 ... (the file's own for exported files)
+    file_bytes: int | None
 
-    return from_onnx(art.onnx_path)  # type: ignore[arg-type]
+
+@dataclass
+class OpCost:
+    name: str
+    layer: str
+    op: str
+    macs: int
+    nonzero_macs: int
+    activation_bytes: int
+    weight_bytes: int
 
 
-def _op_rows(graph: OpGraph) -> list[dict]:
+@dataclass
+class ModelCosts:
+    """Everything measured or computed about a model, each part stating its provenance."""
+
+    source: Source
+    input_shape: list[int]
+    dtype: str  # what the weights compute in: int8 | fp16 | fp32
+    macs: MacSummary
+    weights: WeightSizes
+    activations: ActivationMemory
+    ops: list[OpCost]
+    latency: dict[str, Timing] = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _op_costs(graph: OpGraph) -> list[OpCost]:
     rows = []
     for op in graph.ops:
         touched = {graph.root(t) for t in op.inputs + op.outputs}
         rows.append(
-            {
-                "name": op.name,
-                "layer": op.layer,
-                "op": op.target,
-                "macs": op.macs,
-                "nonzero_macs": graph.nonzero_macs(op),
-                "activation_bytes": sum(graph.sizes[t] for t in touched),
-                "weight_bytes": graph.weight_bytes(op),
-            }
+            OpCost(
+                op.name,
+                op.layer,
+                op.target,
+                op.macs,
+                graph.nonzero_macs(op),
+                sum(graph.sizes[t] for t in touched),
+                graph.weight_bytes(op),
+            )
         )
     return rows
 
 
-def _container_bytes(art: Artifact) -> int | None:
-    if art.kind in ("container", "run-folder"):
-        return art.file_bytes
-    if art.model is None:
-        return None
-    from edgeshrink.encode.container import state_to_bytes
-    from edgeshrink.weights import effective_state_dict
+def _costs(source: Source, graph: OpGraph, shape: list[int], dtype: str, container: int | None) -> ModelCosts:
+    from edgeshrink.environment import environment
 
-    return state_to_bytes(effective_state_dict(art.model), arch=art.arch).nbytes
-
-
-def measure_latency(art: Artifact, threads: int = 1, onnx: bool = True) -> dict:
-    """Measured on this machine: PyTorch eager (torch models) and ONNX Runtime (exported when needed), or
-    LiteRT for a .tflite file."""
-    from edgeshrink.measure.latency import measure_onnx, measure_tflite, measure_torch
-
-    out = {}
-    if art.tflite_path is not None:
-        out["litert"] = measure_tflite(art.tflite_path, threads).to_dict()
-        return out
-    if art.model is not None:
-        out["pytorch"] = measure_torch(art.model, art.example, threads).to_dict()
-    if not onnx:
-        return out
-    if art.onnx_path is not None:
-        out["onnxruntime"] = measure_onnx(art.onnx_path, art.example.numpy(), threads).to_dict()
-        return out
-    from edgeshrink.measure.onnx_export import export_onnx
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(art.model, art.example, Path(tmp) / "model.onnx")  # type: ignore[arg-type]
-        out["onnxruntime"] = measure_onnx(path, art.example.numpy(), threads).to_dict()
-    return out
+    return ModelCosts(
+        source,
+        shape,
+        dtype,
+        mac_summary(graph),
+        weight_sizes(graph, container, source.file_bytes),
+        peak_activation_memory(graph),
+        _op_costs(graph),
+        environment=environment(),
+    )
 
 
-def profile(
-    artifact: str | Path | nn.Module,
-    *,
-    device: str | None = None,
-    input_shape: tuple[int, ...] | None = None,
-    model_name: str | None = None,
-    latency: bool = True,
-    onnx: bool = True,
-    threads: int = 1,
-    devices_dir: str | Path | Sequence[str | Path] | None = None,
-) -> dict:
-    """Profile a checkpoint, run folder, container, ONNX or TFLite file or an `nn.Module` (give `input_shape`,
-    one example without the batch dimension). Every figure says whether it is measured or estimated."""
-    from edgeshrink.report.provenance import environment
+def measure_artifact(artifact: Artifact) -> ModelCosts:
+    """Costs of a torch artifact at batch 1 (no latency: see `measure_latency`)."""
+    from edgeshrink.io import to_bytes
 
-    if isinstance(artifact, nn.Module):
-        if input_shape is None:
-            from edgeshrink.errors import ConfigError
+    example = artifact.example()
+    if example is None:
+        from edgeshrink.errors import ConfigError
 
-            raise ConfigError("profiling a module needs input_shape= (one example, without the batch dimension)")
-        art = from_module(artifact, tuple(input_shape))
+        raise ConfigError("profiling this model needs an example input: pass example_input= (one batch)")
+    # integer weights at one byte: the int8 kernels of LiteRT and ONNX Runtime hold sub-byte codes as bytes
+    bits = {f"{k}.weight": 8 for k in (artifact.quantization.bits if artifact.quantization else {})}
+    graph = from_torch(artifact.model, example[:1], bits)
+    if artifact.kind in ("container", "run-folder"):
+        container = artifact.file_bytes
     else:
-        art = open_artifact(artifact, model_name)
-    dev = None
-    if device is not None:  # fail on an unknown device before measuring anything
-        from edgeshrink.devices.catalogue import get_device
+        container = to_bytes(artifact, probe=False).nbytes
+    path = str(artifact.path) if artifact.path else "<module>"
+    source = Source(path, artifact.kind, artifact.arch.to_dict(), artifact.describe(), artifact.file_bytes)
+    return _costs(source, graph, list(example.shape[1:]), artifact.compute_dtype, container)
 
-        dev = get_device(device, devices_dir)
-    graph = _graph(art)
-    int8 = any(w.dtype in (np.int8, np.uint8) for w in graph.weights.values())
-    result = {
-        "artifact": {"path": str(art.path), "kind": art.kind, "arch": art.arch},
-        "input_shape": list(art.example.shape),
-        "dtype": "int8" if int8 else "fp32",
-        "skips_zeros": art.skips_zeros,
-        "macs": mac_summary(graph),
-        "weights": weight_sizes(graph.weights, _container_bytes(art), art.file_bytes, graph.parameters),
-        "activations": peak_activation_memory(graph),
-        "ops": _op_rows(graph),
-        "environment": environment(),
-    }
-    result["activations"]["batch"] = int(art.example.shape[0])
-    if latency:
-        result["latency"] = measure_latency(art, threads, onnx)
-    if dev is not None:
-        from edgeshrink.devices.estimate import estimate_on_device
 
-        result["device"] = estimate_on_device(result, dev)
-    return result
+def measure_file(path: str | Path) -> ModelCosts:
+    """Costs of an exported .onnx or .tflite file, from its own graph."""
+    import numpy as np
+
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        from edgeshrink.measure.onnx_graph import from_onnx, input_shape, load_onnx
+
+        graph, shape, kind = from_onnx(path), list(input_shape(load_onnx(path))), "onnx"
+    else:
+        from edgeshrink.measure.tflite_graph import from_tflite, tflite_input_shape
+
+        graph, shape, kind = from_tflite(path), list(tflite_input_shape(path)), "tflite"
+    integer = any(w.dtype in (np.int8, np.uint8) for w in graph.weights.values())
+    half = any(w.dtype == np.float16 for w in graph.weights.values())
+    dtype = "int8" if integer else "fp16" if half else "fp32"
+    source = Source(str(path), kind, None, dtype, path.stat().st_size)
+    return _costs(source, graph, shape[1:], dtype, None)

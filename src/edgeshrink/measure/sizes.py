@@ -1,45 +1,56 @@
-"""Weight bytes per storage format: dense fp32, int8, the .eshrink container, the file as written."""
+"""Weight bytes per storage format: dense fp32, as the runtime holds them, int8, the container, the file."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from edgeshrink.measure.graph import OpGraph
 
-def weight_sizes(
-    weights: dict[str, np.ndarray],
-    container_bytes: int | None,
-    file_bytes: int | None,
-    parameters: set[str] | None = None,
-) -> dict:
-    """Bytes of the parameters stored densely at 32 and 8 bits, and the measured container / file sizes.
-    Parameters are the floating-point weights, or the named `parameters` (integer files).
-
-    int8 is one byte per weight plus one fp32 scale per tensor (per-tensor symmetric quantization).
-    """
-    if parameters is not None:
-        floats = _unique({k: w for k, w in weights.items() if k in parameters})
-    else:
-        floats = [w for w in _unique(weights) if np.issubdtype(w.dtype, np.floating)]
-    params = sum(w.size for w in floats)
-    return {
-        "parameters": params,
-        "nonzeros": int(sum(np.count_nonzero(w) for w in floats)),
-        "dense_fp32": params * 4,
-        "int8": params + 4 * len(floats),
-        "container": container_bytes,
-        "file": file_bytes,
-        "provenance": {
-            "dense_fp32": "computed: parameters x 4 bytes",
-            "int8": "computed: parameters x 1 byte + one fp32 scale per tensor",
-            "container": "measured: bytes of the .eshrink container (the file, or this model serialised)",
-            "file": "measured: size of the artifact file",
-        },
-    }
+PROVENANCE = {
+    "dense_fp32": "computed: parameters x 4 bytes",
+    "stored": "computed: parameters as a runtime holds them (integer weights 1 byte, fp16 2 bytes, fp32 4 bytes)",
+    "int8": "computed: parameters x 1 byte + one fp32 scale per tensor",
+    "container": "measured: bytes of the .eshrink container (the file, or this model serialised)",
+    "file": "measured: size of the artifact file",
+}
 
 
-def _unique(weights: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Each weight array once (graphs may name the same array twice, e.g. a weight and its transpose)."""
-    seen: dict[int, np.ndarray] = {}
-    for w in weights.values():
-        seen.setdefault(id(w), w)
+@dataclass
+class WeightSizes:
+    parameters: int
+    nonzeros: int
+    dense_fp32: int
+    stored: int
+    int8: int
+    container: int | None
+    file: int | None
+    provenance: dict[str, str] = field(default_factory=lambda: dict(PROVENANCE))
+
+
+def _parameter_names(graph: OpGraph) -> list[str]:
+    """Each parameter once (graphs may name one array twice, e.g. a weight and its transpose)."""
+    seen: dict[int, str] = {}
+    for name, w in graph.weights.items():
+        wanted = name in graph.parameters if graph.parameters is not None else np.issubdtype(w.dtype, np.floating)
+        if wanted:
+            seen.setdefault(id(w), name)
     return list(seen.values())
+
+
+def weight_sizes(graph: OpGraph, container_bytes: int | None, file_bytes: int | None) -> WeightSizes:
+    """Bytes of the graph's parameters (the floating-point weights, or the named parameters of integer
+    files) in each format, with the measured container and file sizes."""
+    names = _parameter_names(graph)
+    arrays = [graph.weights[n] for n in names]
+    params = sum(w.size for w in arrays)
+    return WeightSizes(
+        parameters=params,
+        nonzeros=int(sum(np.count_nonzero(w) for w in arrays)),
+        dense_fp32=params * 4,
+        stored=sum(graph.stored_bytes(n) for n in names),
+        int8=params + 4 * len(arrays),
+        container=container_bytes,
+        file=file_bytes,
+    )

@@ -41,14 +41,16 @@ def _names(enum_class: type) -> dict[int, str]:
     return {v: k for k, v in vars(enum_class).items() if not k.startswith("_") and isinstance(v, int)}
 
 
-def load_tflite(path: str | Path):
-    """The flatbuffer ModelT of a .tflite file, or a one-line FormatError."""
-    from edgeshrink.exporters.litert_runtime import require_litert
+def load_tflite(path: str | Path | bytes):
+    """The flatbuffer ModelT of a .tflite file (or its bytes), or a one-line FormatError."""
+    from edgeshrink.runtimes.litert import require_litert
 
     require_litert("reading a .tflite file")
     from ai_edge_litert import schema_py_generated as schema
 
-    data = Path(path).read_bytes()
+    data = path if isinstance(path, bytes) else Path(path).read_bytes()
+    if isinstance(path, bytes):
+        path = "the .tflite bytes"
     if data[4:8] != TFLITE_IDENTIFIER:
         raise FormatError(f"{path} is not a TFLite file (no TFL3 identifier)")
     try:
@@ -72,7 +74,7 @@ def _macs(op_type: str, in_shapes: list[tuple[int, ...]], out_shape: tuple[int, 
     return 0
 
 
-def from_tflite(path: str | Path) -> OpGraph:
+def from_tflite(path: str | Path | bytes) -> OpGraph:
     """Operations, activation sizes and weights of the first subgraph of a .tflite file."""
     from ai_edge_litert import schema_py_generated as schema
 

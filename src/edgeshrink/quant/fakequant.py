@@ -55,14 +55,13 @@ class ActQuant(nn.Module):
         super().__init__()
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
-        self.register_buffer("observed_min", torch.tensor(float("inf")))
-        self.register_buffer("observed_max", torch.tensor(float("-inf")))
+        # calibration statistics: not part of the model a file stores (persistent=False)
+        self.register_buffer("observed_min", torch.tensor(float("inf")), persistent=False)
+        self.register_buffer("observed_max", torch.tensor(float("-inf")), persistent=False)
         self.mode: Mode = "off"
         self.learn = learn
         self.samples: list[np.ndarray] = []
         self.register_parameter("learned_scale", None)
-        self.constants: tuple[float, int] | None = None  # set for export: plain numbers the exporter folds
-        self.export_signed = False  # export as int8 decomposed ops (LiteRT) instead of the ONNX custom op
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, scale={float(self.scale):.6g}, zero_point={int(self.zero_point)}"
@@ -99,9 +98,6 @@ class ActQuant(nn.Module):
             return x
         if self.mode == "off":
             return x
-        if self.constants is not None:
-            export_op = quantize_dequantize_int8 if self.export_signed else quantize_dequantize
-            return export_op(x, self.constants[0], self.constants[1])
         if self.learn and self.training and self.learned_scale is not None:
             out = torch._fake_quantize_learnable_per_tensor_affine(
                 x, self.learned_scale, self.zero_point.float().reshape(1), ACT_QMIN, ACT_QMAX, 1.0
@@ -142,16 +138,27 @@ def weight_qmax(bits: int, reduced: bool = False) -> int:
 
 class WeightQuant(nn.Module):
     """Parametrization: symmetric fake quantization of a weight, per output channel (`group_size` 0)
-    or per block of `group_size` input channels. The scale follows the weights (max |w| / qmax) while
-    training and is frozen in eval mode; the rounding passes gradients straight through."""
+    or per block of `group_size` input channels.
 
-    def __init__(self, weight: torch.Tensor, bits: int = 8, group_size: int = 0, reduced: bool = False) -> None:
+    Training mode: the scale follows the weights (max |w| / qmax) and the rounding passes gradients
+    straight through. Eval mode: the stored scale is used and the output is exactly codes x scale, so a
+    model rebuilt from the stored integer codes computes the same numbers bit for bit."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bits: int = 8,
+        group_size: int = 0,
+        reduced: bool = False,
+        scale: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.bits = bits
         self.reduced = reduced and bits == 8
         self.group_size = group_size
         self.enabled = True
-        self.register_buffer("scale", self.compute_scale(weight.detach()))
+        initial = self.compute_scale(weight.detach()) if scale is None else scale.detach().float().clone()
+        self.register_buffer("scale", initial)
 
     def extra_repr(self) -> str:
         granularity = f"group {self.group_size}" if self.group_size else "per channel"
@@ -179,10 +186,16 @@ class WeightQuant(nn.Module):
         qmax = weight_qmax(self.bits, self.reduced)
         return torch.clamp(torch.round(weight / self.expanded_scale(weight)), -qmax, qmax)
 
+    def refresh(self, weight: torch.Tensor) -> None:
+        """Set the scale from `weight` (after training moved it)."""
+        with torch.no_grad():
+            self.scale.copy_(self.compute_scale(weight.detach()))
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return weight
-        with torch.no_grad():
-            self.scale.copy_(self.compute_scale(weight.detach()))
+        if not self.training:  # + 0.0 turns -0.0 into 0.0: the stored codes have no sign on zero
+            return self.integers(weight) * self.expanded_scale(weight) + 0.0
+        self.refresh(weight)
         quantized = self.integers(weight) * self.expanded_scale(weight)
         return weight + (quantized - weight).detach()  # straight-through estimator

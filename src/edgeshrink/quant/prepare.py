@@ -247,6 +247,19 @@ def weight_quantizers(model: nn.Module) -> list[tuple[str, nn.Module, WeightQuan
     return out
 
 
+def refresh_weight_scales(model: nn.Module) -> None:
+    """Recompute every weight quantizer's scale from its current weights (after training moved them)."""
+    with torch.no_grad():
+        for _, module, quantizer in weight_quantizers(model):
+            chain = module.parametrizations.weight  # type: ignore[union-attr]
+            weight = chain.original
+            for p in chain:  # the parametrizations below the quantizer: masks, codebooks
+                if p is quantizer:
+                    break
+                weight = p(weight)
+            quantizer.refresh(weight)
+
+
 def is_quantized(model: nn.Module) -> bool:
     return bool(activation_quantizers(model)) or bool(weight_quantizers(model))
 
@@ -254,3 +267,12 @@ def is_quantized(model: nn.Module) -> bool:
 def set_mode(model: nn.Module, mode: str) -> None:
     for _, quantizer in activation_quantizers(model):
         quantizer.mode = mode  # type: ignore[assignment]
+
+
+def quantization_bits(model: nn.Module) -> tuple[dict[str, int], int, bool]:
+    """(layer -> weight bits, group size, reduced range) of a fake-quantized model's weight quantizers."""
+    layers = weight_quantizers(model)
+    bits = {name: q.bits for name, _, q in layers}
+    group = max((q.group_size for _, _, q in layers), default=0)
+    reduced = any(q.reduced for _, _, q in layers)
+    return bits, group, reduced

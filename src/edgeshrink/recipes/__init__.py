@@ -1,31 +1,55 @@
-"""Recipes: an ordered list of stage configs, read from TOML. Built-ins ship in this folder."""
+"""Recipes: an ordered list of stage configs plus the writer's settings, read from TOML or JSON.
+
+A recipe file has `[[stages]]` tables (each with a `type`: prune, share, channels, quantize, half) and
+an optional `[encode]` table (how the container is written: Huffman or fixed-width codes, index
+widths). For files written before `[encode]` existed, a last `[[stages]]` entry of type "encode" is
+read as the `[encode]` table. `Recipe.model_dump_json()` and `Recipe.model_validate_json()` round-trip
+exactly: stage tables are dispatched on their `type` through the stage registry (a discriminated
+union that registered stages join). Built-ins ship in this folder.
+"""
 
 from __future__ import annotations
 
 import tomllib
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import SerializeAsAny, field_validator
 
+from edgeshrink.config import Config
 from edgeshrink.errors import ConfigError
+from edgeshrink.io.settings import EncodeConfig
 from edgeshrink.stages.base import StageConfig, parse_stage
 
-_TOP_LEVEL = {"name", "description", "stages"}
+_TOP_LEVEL = {"name", "description", "stages", "encode"}
 
 
-class Recipe(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class Recipe(Config):
     name: str
     description: str = ""
-    stages: list[StageConfig]
+    stages: list[SerializeAsAny[StageConfig]]
+    encode: EncodeConfig = EncodeConfig()
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _dispatch(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [parse_stage(s, f"stage {i + 1}") for i, s in enumerate(value)]
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "stages": [s.model_dump(mode="json") for s in self.stages],
-        }
+        return self.model_dump(mode="json")
+
+
+def _split_encode(stages: list, source: str) -> tuple[list, dict | None]:
+    """Take a legacy `[[stages]] type = "encode"` entry out of the stage list (it must be the last)."""
+    encodes = [i for i, s in enumerate(stages) if isinstance(s, dict) and s.get("type") == "encode"]
+    if not encodes:
+        return stages, None
+    if len(encodes) > 1 or encodes[0] != len(stages) - 1:
+        raise ConfigError(f"{source}: an encode entry must be the last stage, and only one is allowed")
+    return stages[:-1], stages[-1]
 
 
 def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
@@ -34,12 +58,15 @@ def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
     if unknown:
         raise ConfigError(f"{source}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(_TOP_LEVEL))})")
     stages = data.get("stages")
-    if not isinstance(stages, list) or not stages:
-        raise ConfigError(f"{source}: needs at least one [[stages]] table")
+    if not isinstance(stages, list):
+        raise ConfigError(f"{source}: needs a list of [[stages]] tables")
+    stages, legacy = _split_encode(stages, source)
+    if legacy is not None and "encode" in data:
+        raise ConfigError(f"{source}: give the writer's settings once, as [encode] (not also as an encode stage)")
     parsed = [parse_stage(s, f"{source}, stage {i + 1}") for i, s in enumerate(stages)]
-    return Recipe(
-        name=str(data.get("name", Path(source).stem)), description=str(data.get("description", "")), stages=parsed
-    )
+    encode = EncodeConfig.parse(legacy or data.get("encode") or {}, f"{source}, encode")
+    name = str(data.get("name", Path(source).stem))
+    return Recipe(name=name, description=str(data.get("description", "")), stages=parsed, encode=encode)
 
 
 def _builtin_path(name: str):
@@ -56,14 +83,18 @@ def list_recipes() -> dict[str, str]:
     return out
 
 
-def load_recipe(recipe: str | Path | Recipe) -> Recipe:
-    """A built-in recipe by name, or a TOML file by path."""
+def load_recipe(recipe: str | Path | Recipe | dict) -> Recipe:
+    """A built-in recipe by name, a TOML (or JSON) file by path, a Recipe, or its dict form."""
     if isinstance(recipe, Recipe):
         return recipe
+    if isinstance(recipe, dict):
+        return recipe_from_dict(recipe)
     path = Path(recipe)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix in (".toml", ".json") or path.exists():
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist")
+        if path.suffix == ".json":
+            return Recipe.model_validate_json(path.read_text())
         text, source = path.read_text(), str(path)
     else:
         builtin = _builtin_path(str(recipe))

@@ -7,7 +7,8 @@ measured bytes of serialised containers, not formulas.
 
 from __future__ import annotations
 
-from edgeshrink.encode.container import PackResult, TensorStats
+from edgeshrink.encode.container import PackResult
+from edgeshrink.encode.tensors import TensorStats
 
 COLUMNS = [
     ("layer", "Layer"),
@@ -27,7 +28,9 @@ def _per_nonzero(bits: int, nnz: int) -> float | None:
 
 
 def _row(fixed: TensorStats, huff: TensorStats) -> dict:
-    sparse = huff.encoding != "raw"
+    sparse = huff.encoding.startswith("sparse")
+    coded = huff.encoding != "raw"
+    per_value = huff.nnz if sparse else huff.numel  # a dense codebook codes every element
     return {
         "layer": huff.name,
         "weights": huff.numel,
@@ -35,7 +38,7 @@ def _row(fixed: TensorStats, huff: TensorStats) -> dict:
         "encoding": huff.encoding,
         "codebook_size": huff.codebook_size,
         "weight_bits_fixed": fixed.value_width,
-        "weight_bits_huffman": _per_nonzero(huff.value_bits, huff.nnz) if sparse else huff.value_width,
+        "weight_bits_huffman": _per_nonzero(huff.value_bits, per_value) if coded else huff.value_width,
         "index_bits_fixed": fixed.index_width if sparse else None,
         "index_bits_huffman": _per_nonzero(huff.index_bits, huff.nnz) if sparse else None,
         "fillers": huff.fillers,
@@ -84,10 +87,11 @@ def entropy_summary(huffman: PackResult) -> dict:
     for t in huffman.tensors:
         if t.encoding == "raw" or t.coding != "huffman":
             continue
-        streams.append(
-            {"tensor": t.name, "stream": "index", "bits": t.index_bits, "entropy_bits": t.index_entropy_bits}
-        )
-        if t.encoding == "sparse-codebook":
+        if t.encoding.startswith("sparse"):
+            streams.append(
+                {"tensor": t.name, "stream": "index", "bits": t.index_bits, "entropy_bits": t.index_entropy_bits}
+            )
+        if t.encoding in ("sparse-codebook", "codebook"):
             streams.append(
                 {"tensor": t.name, "stream": "value", "bits": t.value_bits, "entropy_bits": t.value_entropy_bits}
             )

@@ -1,39 +1,54 @@
 """Stages: a frozen, JSON-round-trippable config per technique and a handler registered for its type.
 
-`apply_stage(model, config, ctx)` applies any of them. A recipe is a list of configs. Handlers never
-run an optimizer themselves: they ask `ctx.finetune` for epochs of training, which is either the
-built-in loop or the user's own `train_fn`.
+`apply_stage(artifact, config, ctx) -> Artifact` applies any of them: a handler returns the artifact
+after its stage (the model, architecture record, quantization or precision it changed, and its
+`StageRecord` appended). Handlers may change `artifact.model` in place (`compress` hands them a copy).
+They never run an optimizer themselves: they ask `ctx.train` for epochs of training, which is either
+the built-in loop or the user's own `train_fn`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from edgeshrink.artifact import Artifact
+from edgeshrink.config import Config
 from edgeshrink.errors import ConfigError
+from edgeshrink.scope import per_layer, select_layers
 from edgeshrink.train import Progress, TrainConfig
 
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
-class StageConfig(BaseModel):
-    """Base of every stage config: frozen, unknown keys refused, versioned."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class StageConfig(Config):
+    """Base of every stage config: frozen, unknown keys refused, errors are ConfigErrors."""
+
     kind: ClassVar[str] = ""
     type: str
 
     def finetune_config(self) -> TrainConfig | None:
         return getattr(self, "finetune", None)
 
+    def check(self, model: nn.Module) -> None:
+        """Fail before any stage runs when the scope or a per-layer key matches no layer of `model`."""
+        scope = getattr(self, "scope", None)
+        if scope is None and not getattr(self, "per_layer", None):
+            return
+        layers = select_layers(model, scope, self.type)
+        settings = getattr(self, "per_layer", None)
+        if settings:
+            per_layer(model, layers, settings, None, self.type)
+
 
 @dataclass
 class StageContext:
-    """What a stage may use besides the model: training, evaluation, data examples, progress."""
+    """What a stage may use besides the artifact: training, evaluation, data examples, progress."""
 
     finetune: Callable[[nn.Module, TrainConfig, str], list[dict]] | None
     evaluate: Callable[[nn.Module], float] | None
@@ -42,7 +57,7 @@ class StageContext:
     example_input: torch.Tensor | None = None
     # n -> up to n training batches, for stages that need data but no training (importance, sensitivity)
     batches: Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    calibration: Batches | None = None  # batches for quantization ranges
 
     def train(self, model: nn.Module, cfg: TrainConfig, label: str) -> list[dict]:
         """Fine-tune for `cfg.epochs` epochs (no-op at 0); an error if nobody can train."""
@@ -59,26 +74,12 @@ class StageContext:
         return None if self.evaluate is None else self.evaluate(model)
 
 
-class StageRecord(BaseModel):
-    """What a stage did: its config, per-layer details, accuracy after it, fine-tuning history, time."""
-
-    model_config = ConfigDict(extra="forbid")
-    stage: str
-    config: dict
-    layers: list[dict] = []
-    accuracy: float | None = None
-    history: list[dict] = []
-    edits: list[dict] = []  # structural edits as data (channels removed), replayable: see architecture.py
-    seconds: float = 0.0
-    notes: list[str] = []
-
-
-Handler = Callable[[nn.Module, Any, StageContext], StageRecord]
+Handler = Callable[[Artifact, Any, StageContext], Artifact]
 _STAGES: dict[str, tuple[type[StageConfig], Handler]] = {}
 
 
 def register_stage(config_cls: type[StageConfig]) -> Callable[[Handler], Handler]:
-    """Decorator: `handler(model, config, ctx) -> StageRecord` applies configs of `config_cls`."""
+    """Decorator: `handler(artifact, config, ctx) -> Artifact` applies configs of `config_cls`."""
     kind = config_cls.model_fields["type"].default
     if not kind:
         raise ValueError(f"{config_cls.__name__} needs a default `type`")
@@ -104,36 +105,28 @@ def stage_config_class(kind: str) -> type[StageConfig]:
     return _STAGES[kind][0]
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        return f"unknown key {where!r}"
-    return f"{where}: {err['msg']}" if where else err["msg"]
-
-
-def parse_stage(data: dict, where: str = "stage") -> StageConfig:
+def parse_stage(data: Any, where: str = "stage") -> StageConfig:
     """Build a stage config from plain data (a TOML table), with a one-line error naming the problem."""
+    if isinstance(data, StageConfig):
+        return data
     if not isinstance(data, dict) or "type" not in data:
         raise ConfigError(f"{where} needs a `type` (one of: {', '.join(list_stages())})")
-    cls = stage_config_class(str(data["type"]))
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        allowed = ", ".join(k for k in cls.model_fields if k != "type")
-        raise ConfigError(f"{where} ({data['type']}): {_first_error(exc)} (allowed keys: {allowed})") from None
+    return stage_config_class(str(data["type"])).parse(data, where)
 
 
-def apply_stage(model: nn.Module, config: StageConfig, ctx: StageContext) -> StageRecord:
-    """Apply one stage to `model` in place and record what it did and how long it took."""
+def apply_stage(artifact: Artifact, config: StageConfig, ctx: StageContext) -> Artifact:
+    """Apply one stage and record what it did and how long it took."""
     _load_builtin_stages()
     handler = _STAGES[config.type][1]
     started = time.perf_counter()
-    record = handler(model, config, ctx)
-    record.seconds = time.perf_counter() - started
-    return record
+    before = len(artifact.records)
+    result = handler(artifact, config, ctx)
+    if len(result.records) != before + 1:
+        raise RuntimeError(f"stage {config.type!r} must append exactly one StageRecord to the artifact")
+    result.records[-1].seconds = time.perf_counter() - started
+    return result
 
 
 def _load_builtin_stages() -> None:
     # Importing the modules registers their stages; done lazily to keep `import edgeshrink` light.
-    from edgeshrink.stages import channels, encode, prune, quantize, share  # noqa: F401
+    from edgeshrink.stages import channels, half, prune, quantize, share  # noqa: F401

@@ -21,7 +21,7 @@ from torch import nn
 
 from edgeshrink.architecture import dependency_graph
 from edgeshrink.errors import ConfigError
-from edgeshrink.measure.macs import flop_counter_macs as count_macs
+from edgeshrink.mac_count import count_macs, layer_macs
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -202,9 +202,7 @@ class MacEstimator:
         self.layers: dict[nn.Module, int] = {}
 
         def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
-            k = math.prod(module.kernel_size) if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d) else 1
-            per_output = k * (module.weight.shape[1])
-            self.layers[module] = self.layers.get(module, 0) + output.numel() * per_output
+            self.layers[module] = self.layers.get(module, 0) + layer_macs(module, output)
 
         forward_with_hooks(model, input_shape, [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)], hook)
         self.other = count_macs(model, tuple(input_shape)) - sum(self.layers.values())

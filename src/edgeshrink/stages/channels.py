@@ -22,11 +22,12 @@ from typing import Literal
 from pydantic import Field, model_validator
 from torch import nn
 
-from edgeshrink.architecture import dependency_graph, edits_from_history, with_channel_edits
+from edgeshrink.architecture import dependency_graph, edits_from_history
+from edgeshrink.artifact import Artifact, StageRecord
 from edgeshrink.errors import ConfigError, ScopeError
-from edgeshrink.measure.macs import flop_counter_macs as count_macs
+from edgeshrink.mac_count import count_macs
 from edgeshrink.scope import Scope, per_layer, select_layers
-from edgeshrink.stages.base import StageConfig, StageContext, StageRecord, register_stage
+from edgeshrink.stages.base import StageConfig, StageContext, register_stage
 from edgeshrink.stages.channel_groups import (
     ChannelGroup,
     MacEstimator,
@@ -77,20 +78,16 @@ class ChannelsConfig(StageConfig):
         return self
 
 
-def _input_shape(ctx: StageContext) -> tuple[int, ...]:
+def _input_shape(artifact: Artifact, ctx: StageContext) -> tuple[int, ...]:
     if ctx.example_input is not None:
         return tuple(ctx.example_input.shape[1:])
     first = ctx.batches(1) if ctx.batches is not None else []
     if first:
         return tuple(first[0][0].shape[1:])
-    arch = ctx.extras.get("arch") or {}
-    if arch.get("channels"):
-        return tuple(arch["channels"]["input_shape"])
-    if arch.get("input_shape") or arch.get("model"):
-        from edgeshrink.models import model_entry
-
-        return tuple(arch.get("input_shape") or model_entry(arch["model"]).input_shape)
-    raise ConfigError("channels needs an example input to trace the model: pass val_loader= or train_loader=")
+    shape = artifact.input_shape
+    if shape is None:
+        raise ConfigError("channels needs an example input to trace the model: pass val_loader= or train_loader=")
+    return shape
 
 
 def _group_ratios(model: nn.Module, cfg: ChannelsConfig, groups: list[ChannelGroup], layers) -> tuple[dict, set]:
@@ -215,10 +212,13 @@ def _allocate(model, graph, cfg, groups, settings, curves, originals, shape, mac
 
 
 @register_stage(ChannelsConfig)
-def channels(model: nn.Module, cfg: ChannelsConfig, ctx: StageContext) -> StageRecord:
-    if has_parametrizations(model):
-        raise ConfigError("channels needs plain weights: put the channels stage before prune/share in the recipe")
-    shape = _input_shape(ctx)
+def channels(artifact: Artifact, cfg: ChannelsConfig, ctx: StageContext) -> Artifact:
+    model = artifact.model
+    if has_parametrizations(model) or artifact.quantization is not None or artifact.precision != "float32":
+        raise ConfigError(
+            "channels needs a plain float model: put the channels stage before prune, share, quantize and half"
+        )
+    shape = _input_shape(artifact, ctx)
     layers = select_layers(model, cfg.scope, "channels")
     classifier = classifier_name(model, shape)
     chosen = {n for n, _ in layers} - {classifier}
@@ -238,7 +238,8 @@ def channels(model: nn.Module, cfg: ChannelsConfig, ctx: StageContext) -> StageR
     notes = score_groups(model, graph, groups, cfg.criterion, batches)
     curves = _sensitivity(model, cfg, groups, originals, shape, batches, ctx) if cfg.mode == "sensitivity" else {}
     history: list[dict] = []
-    all_edits: list[dict] = []
+    all_edits = []
+    arch = artifact.arch
     for step in range(1, cfg.steps + 1):
         if step > 1:  # importance after fine-tuning, on the current (already smaller) model
             graph = dependency_graph(model, shape)
@@ -247,7 +248,7 @@ def channels(model: nn.Module, cfg: ChannelsConfig, ctx: StageContext) -> StageR
         ratios, how = _allocate(model, graph, cfg, groups, settings, curves, originals, shape, macs0, step / cfg.steps)
         remove_channels(model, graph, groups, ratios, originals, cfg.round_to)
         edits = edits_from_history(graph.pruning_history())
-        ctx.extras["arch"] = with_channel_edits(ctx.extras.get("arch"), shape, edits)
+        arch = arch.with_channel_edits(shape, edits)
         all_edits += edits
         macs = count_macs(model, shape)
         notes.append(
@@ -258,15 +259,16 @@ def channels(model: nn.Module, cfg: ChannelsConfig, ctx: StageContext) -> StageR
         if step == cfg.steps and cfg.final_epochs is not None:
             train_cfg = train_cfg.model_copy(update={"epochs": cfg.final_epochs})
         history += [{"step": step, **h} for h in ctx.train(model, train_cfg, f"channels {step}/{cfg.steps}")]
-    return StageRecord(
+    record = StageRecord(
         stage="channels",
         config=cfg.model_dump(mode="json"),
         layers=_rows(model, graph, groups, originals, curves),
         accuracy=ctx.accuracy(model),
         history=history,
-        edits=all_edits,
+        edits=[e.model_dump() for e in all_edits],
         notes=notes,
     )
+    return artifact.with_record(record, arch=arch)
 
 
 def _rows(model, graph, groups, originals, curves) -> list[dict]:

@@ -19,9 +19,10 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from edgeshrink.artifact import Artifact, StageRecord
 from edgeshrink.errors import ConfigError
 from edgeshrink.scope import Scope, per_layer, select_layers
-from edgeshrink.stages.base import StageConfig, StageContext, StageRecord, register_stage
+from edgeshrink.stages.base import StageConfig, StageContext, register_stage
 from edgeshrink.train import TrainConfig
 from edgeshrink.weights import attach_mask, get_mask
 
@@ -90,7 +91,8 @@ def _round_masks(
 
 
 @register_stage(PruneConfig)
-def prune(model: nn.Module, cfg: PruneConfig, ctx: StageContext) -> StageRecord:
+def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
+    model = artifact.model
     layers = select_layers(model, cfg.scope, "prune")
     default = cfg.quality if cfg.method == "threshold" else cfg.sparsity
     amount = per_layer(model, layers, cfg.per_layer, default, "prune")
@@ -125,6 +127,7 @@ def prune(model: nn.Module, cfg: PruneConfig, ctx: StageContext) -> StageRecord:
                 "threshold": amount[name] * std0[name] if cfg.method == "threshold" else None,
             }
         )
-    return StageRecord(
+    record = StageRecord(
         stage="prune", config=cfg.model_dump(mode="json"), layers=rows, accuracy=ctx.accuracy(model), history=history
     )
+    return artifact.with_record(record)

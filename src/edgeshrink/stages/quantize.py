@@ -1,10 +1,10 @@
-"""Quantization stages: `quantize` (integer weights and activations: PTQ, or QAT with fine-tuning)
-and `half` (float16 weights and activations).
+"""The `quantize` stage: integer weights and activations (PTQ, or QAT with fine-tuning).
 
-`quantize` replaces the model by a fake-quantized copy (see quant/prepare.py), calibrates the
-activation ranges, optionally corrects the biases, keeps the most sensitive layers in higher
-precision until an accuracy budget holds, and fine-tunes through the rounding when `finetune.epochs`
-is above zero (QAT). Masks and codebooks of earlier stages stay under the weight quantizers.
+It replaces the model by a fake-quantized copy (quant/prepare.py), calibrates the activation ranges,
+optionally corrects the biases, keeps the most sensitive layers in higher precision until an accuracy
+budget holds, and fine-tunes through the rounding when `finetune.epochs` is above zero (QAT). Masks and
+codebooks of earlier stages stay under the weight quantizers. The artifact it returns records which
+layers got how many bits (`Quantization`), what `io.load` needs to rebuild the model from integer codes.
 """
 
 from __future__ import annotations
@@ -12,18 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from edgeshrink.artifact import Artifact, Quantization, StageRecord
 from edgeshrink.errors import ConfigError
+from edgeshrink.hardware import int8_weights_saturate
 from edgeshrink.quant.calibrate import Method
-from edgeshrink.quant.passes import calibrate, correct_bias, layer_sensitivity
-from edgeshrink.quant.prepare import QuantPlan, activation_quantizers, prepare
+from edgeshrink.quant.passes import layer_sensitivity
+from edgeshrink.quant.prepare import QuantPlan, activation_quantizers, refresh_weight_scales
+from edgeshrink.quant.ptq import PTQSettings, build_quantized
 from edgeshrink.scope import Scope, per_layer, select_layers
-from edgeshrink.stages.base import StageConfig, StageContext, StageRecord, register_stage
+from edgeshrink.stages.base import StageConfig, StageContext, register_stage
 from edgeshrink.train import TrainConfig
-from edgeshrink.weights import baked_copy
 
 
 class QuantizeConfig(StageConfig):
@@ -61,44 +62,28 @@ class QuantizeConfig(StageConfig):
                 raise ValueError(f"bits for {key!r} must be 0 (float) or 2..8, got {bits}")
         return value
 
+    def reduced_range(self) -> bool:
+        if self.weight_range == "auto":
+            return int8_weights_saturate()
+        return self.weight_range == "reduced"
 
-def _calibration_batches(ctx: StageContext):
-    batches = ctx.extras.get("calibration")
-    if batches is None:
-        raise ConfigError(
-            "quantize needs calibration data: pass train_loader= (or val_loader=) to compress, "
-            "or calibration_loader= when you train with train_fn="
+    def settings(self) -> PTQSettings:
+        return PTQSettings(
+            group_size=self.group_size,
+            learn_scales=self.learn_scales,
+            reduced_range=self.reduced_range(),
+            calibration=self.calibration,
+            percentile=self.percentile,
+            calibration_batches=self.calibration_batches,
+            bias_correction=self.bias_correction,
         )
-    return batches
 
 
-def reduced_range(cfg: QuantizeConfig) -> bool:
-    if cfg.weight_range == "auto":
-        from edgeshrink.exporters.runtime import int8_weights_saturate
-
-        return int8_weights_saturate()
-    return cfg.weight_range == "reduced"
-
-
-def _builder(
-    model: nn.Module, cfg: QuantizeConfig, batches, reduced: bool
-) -> Callable[[dict[str, int]], tuple[nn.Module, QuantPlan]]:
-    def build(bits: dict[str, int]) -> tuple[nn.Module, QuantPlan]:
-        quantized, plan = prepare(
-            model, bits, group_size=cfg.group_size, learn_scales=cfg.learn_scales, reduced_range=reduced
-        )
-        calibrate(
-            quantized, batches, method=cfg.calibration, percentile=cfg.percentile, num_batches=cfg.calibration_batches
-        )
-        if cfg.bias_correction:
-            correct_bias(quantized, batches, num_batches=max(1, cfg.calibration_batches // 2))
-        return quantized, plan
-
-    return build
+Build = Callable[[dict[str, int]], tuple[nn.Module, QuantPlan]]
 
 
 def _mixed_precision(
-    build, bits: dict[str, int], cfg: QuantizeConfig, ctx: StageContext, reference: float, notes: list[str]
+    build: Build, bits: dict[str, int], cfg: QuantizeConfig, ctx: StageContext, reference: float, notes: list[str]
 ) -> tuple[dict[str, int], dict[str, float], tuple[nn.Module, QuantPlan] | None]:
     """Measure each layer's sensitivity, then raise the most sensitive layers (sub-byte -> 8 bits ->
     float) until the accuracy drop is within the budget. With a budget, also returns the calibrated
@@ -127,23 +112,44 @@ def _mixed_precision(
         notes.append(f"mixed precision: {victim} raised to {bits.get(victim, 'float')} (drop {drop:.2f})")
 
 
-def post_training_quantize(model: nn.Module, batches, cfg: QuantizeConfig | None = None) -> tuple[nn.Module, QuantPlan]:
-    """Calibrated fake-quantized copy of `model` with every quantizable layer at `cfg.weight_bits` (what an
-    exporter does to a float model when asked for an integer file). `batches` yields (inputs, labels)."""
-    cfg = cfg or QuantizeConfig()
-    chosen = per_layer(model, select_layers(model, cfg.scope, "quantize"), cfg.per_layer, cfg.weight_bits, "quantize")
-    quantized, plan = _builder(model, cfg, batches, reduced_range(cfg))({n: b for n, b in chosen.items() if b > 0})
-    return quantized.eval(), plan
+def _plan_rows(plan: QuantPlan, chosen: dict[str, int], sensitivity: dict[str, float]) -> list[dict]:
+    rows = []
+    for layer in plan.layers:
+        row = layer.to_dict()
+        if layer.name in sensitivity:
+            row["sensitivity_drop"] = sensitivity[layer.name]
+        asked = chosen.get(layer.name)
+        if layer.status == "float" and asked and not layer.reason.startswith("unsupported"):
+            row["reason"] = "kept in float: accuracy budget"
+        elif layer.status == "float" and asked == 0:
+            row["reason"] = "kept in float: per_layer setting 0"
+        rows.append(row)
+    return rows
+
+
+def _refuse_requantizing(artifact: Artifact) -> None:
+    if artifact.quantization is not None:
+        raise ConfigError("quantize: the model is already quantized; a recipe may quantize once")
+    if artifact.precision != "float32":
+        raise ConfigError("quantize needs a float32 model: put the quantize stage before half, or drop half")
 
 
 @register_stage(QuantizeConfig)
-def quantize(model: nn.Module, cfg: QuantizeConfig, ctx: StageContext) -> StageRecord:
-    batches = _calibration_batches(ctx)
-    layers = select_layers(model, cfg.scope, "quantize")
-    chosen = per_layer(model, layers, cfg.per_layer, cfg.weight_bits, "quantize")
+def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Artifact:
+    _refuse_requantizing(artifact)
+    if ctx.calibration is None:
+        raise ConfigError(
+            "quantize needs calibration data: pass train_loader= (or val_loader=) to compress, "
+            "or calibration_loader= when you train with train_fn="
+        )
+    model = artifact.model
+    chosen = per_layer(model, select_layers(model, cfg.scope, "quantize"), cfg.per_layer, cfg.weight_bits, "quantize")
     bits = {name: b for name, b in chosen.items() if b > 0}
-    reduced = reduced_range(cfg)
-    build = _builder(model, cfg, batches, reduced)
+    settings = cfg.settings()
+
+    def build(layer_bits: dict[str, int]) -> tuple[nn.Module, QuantPlan]:
+        return build_quantized(model, layer_bits, ctx.calibration, settings)  # type: ignore[arg-type]
+
     notes: list[str] = []
     sensitivity: dict[str, float] = {}
     built = None
@@ -152,79 +158,28 @@ def quantize(model: nn.Module, cfg: QuantizeConfig, ctx: StageContext) -> StageR
             raise ConfigError(
                 "quantize: sensitivity / max_accuracy_drop needs validation data (val_loader= or eval_fn=)"
             )
-        reference = ctx.accuracy(model)
-        bits, sensitivity, built = _mixed_precision(build, bits, cfg, ctx, reference, notes)
+        bits, sensitivity, built = _mixed_precision(build, bits, cfg, ctx, ctx.accuracy(model), notes)
     quantized, plan = built or build(bits)
     history = ctx.train(quantized, cfg.finetune, "quantize (QAT)")
     for _, quantizer in activation_quantizers(quantized):
         quantizer.freeze()
-    rows = []
-    for layer in plan.layers:
-        row = layer.to_dict()
-        if layer.name in sensitivity:
-            row["sensitivity_drop"] = sensitivity[layer.name]
-        if (
-            layer.status == "float"
-            and layer.name in chosen
-            and chosen[layer.name] > 0
-            and not layer.reason.startswith("unsupported")
-        ):
-            row["reason"] = "kept in float: accuracy budget"
-        elif layer.status == "float" and layer.name in chosen and chosen[layer.name] == 0:
-            row["reason"] = "kept in float: per_layer setting 0"
-        rows.append(row)
-    ctx.extras["replace_model"] = quantized
-    ctx.extras.setdefault("meta", {})
-    ctx.extras["meta"] = {
-        **(ctx.extras["meta"] or {}),
-        "quantization": {
-            "bits": bits,
-            "group_size": cfg.group_size,
-            "reduced_range": reduced,
-            "activations": "uint8 grid, per tensor",
-        },
-    }
-    if reduced:
+    refresh_weight_scales(quantized)
+    quantized.eval()
+    if settings.reduced_range:
         notes.append(
             "8-bit weights use -63..63: this x86 CPU has no VNNI, and ONNX Runtime's int8 kernels saturate "
             'at 16 bits with full-range weights (set weight_range = "full" for a VNNI or ARM target)'
         )
     if plan.folded_batchnorms:
         notes.append(f"folded BatchNorm into the preceding conv: {', '.join(plan.folded_batchnorms)}")
-    return StageRecord(
+    record = StageRecord(
         stage="quantize",
         config=cfg.model_dump(mode="json"),
-        layers=rows,
+        layers=_plan_rows(plan, chosen, sensitivity),
         accuracy=ctx.accuracy(quantized),
         history=history,
         notes=notes + [f"{len(plan.activations)} activation quantizers ({cfg.calibration} calibration)"],
     )
-
-
-class HalfConfig(StageConfig):
-    type: Literal["half"] = "half"
-    finetune: TrainConfig = TrainConfig(epochs=0)
-
-
-class HalfPrecision(nn.Module):
-    """Runs the wrapped model in float16 and hands float32 in and out, so callers feed the same data."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model.half()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.half()).float()
-
-
-@register_stage(HalfConfig)
-def half(model: nn.Module, cfg: HalfConfig, ctx: StageContext) -> StageRecord:
-    wrapped = HalfPrecision(baked_copy(model)).eval()
-    ctx.extras["replace_model"] = wrapped
-    ctx.extras["meta"] = {**(ctx.extras.get("meta") or {}), "precision": "float16"}
-    return StageRecord(
-        stage="half",
-        config=cfg.model_dump(mode="json"),
-        accuracy=ctx.accuracy(wrapped),
-        notes=["weights and activations in float16; inputs and outputs stay float32"],
-    )
+    quantized_bits = {p.name: int(p.weight_bits) for p in plan.layers if p.status == "quantized" and p.weight_bits}
+    quantization = Quantization(bits=quantized_bits, group_size=cfg.group_size, reduced_range=settings.reduced_range)
+    return artifact.with_record(record, model=quantized, quantization=quantization)

@@ -14,10 +14,11 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import Field, field_validator
-from torch import nn
 
+from edgeshrink.artifact import Artifact, StageRecord
+from edgeshrink.errors import ConfigError
 from edgeshrink.scope import Scope, per_layer, select_layers
-from edgeshrink.stages.base import StageConfig, StageContext, StageRecord, register_stage
+from edgeshrink.stages.base import StageConfig, StageContext, register_stage
 from edgeshrink.train import TrainConfig
 from edgeshrink.weights import attach_codebook, get_mask
 
@@ -70,7 +71,13 @@ def kmeans_1d(values: np.ndarray, k: int, init: Init = "linear", seed: int = 0) 
 
 
 @register_stage(ShareConfig)
-def share(model: nn.Module, cfg: ShareConfig, ctx: StageContext) -> StageRecord:
+def share(artifact: Artifact, cfg: ShareConfig, ctx: StageContext) -> Artifact:
+    if artifact.quantization is not None:
+        raise ConfigError(
+            "share after quantize is not supported yet: the codebook would leave the integer grid; "
+            "put the share stage before quantize in the recipe"
+        )
+    model = artifact.model
     layers = select_layers(model, cfg.scope, "share")
     bits = per_layer(model, layers, cfg.per_layer, cfg.bits, "share")
     rows = []
@@ -98,6 +105,7 @@ def share(model: nn.Module, cfg: ShareConfig, ctx: StageContext) -> StageRecord:
                 }
             )
     history = ctx.train(model, cfg.finetune, "share: centroid fine-tuning")
-    return StageRecord(
+    record = StageRecord(
         stage="share", config=cfg.model_dump(mode="json"), layers=rows, accuracy=ctx.accuracy(model), history=history
     )
+    return artifact.with_record(record)

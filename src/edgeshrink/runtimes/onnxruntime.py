@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions and latency measurement.
+"""ONNX Runtime sessions: load a model from bytes or a file, run it, time it.
 
 Two thread-pool settings (`pool`), both fair to models timed interleaved in one process:
 - "session" (default): each session owns its threads and never spins them idle
@@ -14,39 +14,17 @@ See docs/design.md.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgeshrink.errors import ConfigError
+from edgeshrink.runtimes.timing import Timing, time_calls_interleaved
 
 Level = str  # "all" | "basic" | "disable"
 Pool = str  # "session" | "shared"
 _shared_pool_threads: int | None = None
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def int8_weights_saturate() -> bool:
-    """True on x86 CPUs without VNNI, where ONNX Runtime's uint8 x int8 kernels saturate at 16 bits
-    unless weights use 7 bits of range."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
-        return False
-    return not ({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
 
 
 def make_session(model: str | Path | bytes, threads: int = 2, level: Level = "all", pool: Pool = "session"):
@@ -69,6 +47,7 @@ def make_session(model: str | Path | bytes, threads: int = 2, level: Level = "al
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     else:
         raise ConfigError(f"pool {pool!r} is not known: use 'session' or 'shared'")
+    options.log_severity_level = 3
     options.graph_optimization_level = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -99,42 +78,6 @@ def run_session(session, inputs: np.ndarray) -> np.ndarray:
     return session.run(None, {name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
 
 
-@dataclass
-class Timing:
-    """Latency of one configuration, in milliseconds, over `runs` timed runs after warm-up."""
-
-    median_ms: float
-    p90_ms: float
-    runs: int
-    batch: int
-    threads: int
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-def timing_from(samples_s: list[float], batch: int, threads: int) -> Timing:
-    ms = np.asarray(samples_s) * 1e3
-    return Timing(float(np.median(ms)), float(np.percentile(ms, 90)), len(ms), batch, threads)
-
-
-def time_calls_interleaved(
-    calls: dict[str, Callable[[], object]], batch: int, runs: int = 50, warmup: int = 5, threads: int = 2
-) -> dict[str, Timing]:
-    """Time several zero-argument calls (sessions, interpreters) alternately, run by run, so that machine
-    noise hits all of them alike."""
-    for _ in range(warmup):
-        for call in calls.values():
-            call()
-    samples: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(runs):
-        for key, call in calls.items():
-            start = time.perf_counter()
-            call()
-            samples[key].append(time.perf_counter() - start)
-    return {k: timing_from(v, batch, threads) for k, v in samples.items()}
-
-
 def session_call(session, inputs: np.ndarray) -> Callable[[], object]:
     """A zero-argument call that runs an ONNX Runtime session on `inputs` (for timing)."""
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(inputs, dtype=np.float32)}
@@ -147,3 +90,9 @@ def time_interleaved(
     """Time several ONNX Runtime sessions on the same input, interleaved (see time_calls_interleaved)."""
     calls = {k: session_call(s, inputs) for k, s in sessions.items()}
     return time_calls_interleaved(calls, inputs.shape[0], runs, warmup, threads)
+
+
+def onnxruntime_version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__

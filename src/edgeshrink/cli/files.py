@@ -1,0 +1,142 @@
+"""Commands on a compressed model's files: evaluate, inspect, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeshrink.cli.common import DataDirOpt, FileTaskOpt, ModelOpt, open_artifact
+from edgeshrink.files import atomic_write
+
+ArtifactArg = Annotated[Path, typer.Argument(help="a run folder, an .eshrink container or a checkpoint")]
+
+
+def evaluate(
+    artifact: ArtifactArg, task: FileTaskOpt = None, data_dir: DataDirOpt = None, model: ModelOpt = None
+) -> None:
+    """Accuracy of a run folder, container or checkpoint on its task's held-out split, from the file alone."""
+    from edgeshrink.train import evaluate as run_eval
+
+    t, art = open_artifact(artifact, task, model, need_task=True)
+    acc = run_eval(art.model, t.data(data_dir).test.loader(1000))
+    typer.echo(f"{artifact}: {t.name} test accuracy {acc:.2f}% (error {100 - acc:.2f}%)")
+
+
+def inspect(container: Annotated[Path, typer.Argument(help="a run folder or an .eshrink container")]) -> None:
+    """List the tensors of a container: how each is stored, nonzeros, distinct values; and its metadata."""
+    import torch
+
+    from edgeshrink.encode.container import read_container
+    from edgeshrink.io import CONTAINER_NAME
+
+    c = read_container(container / CONTAINER_NAME if container.is_dir() else container)
+    typer.echo(f"{container}: {c.nbytes:,} bytes, container version {c.version}")
+    typer.echo(f"  arch: {json.dumps(c.arch)}")
+    for key in ("recipe", "seed", "precision", "quantization", "input"):
+        if key in c.meta:
+            typer.echo(f"  {key}: {json.dumps(c.meta[key])}")
+    for entry in c.entries:
+        t = c.state[entry.n]
+        nnz = int(torch.count_nonzero(t))
+        distinct = int(torch.unique(t).numel()) if t.numel() else 0
+        shape = str(list(t.shape))
+        typer.echo(
+            f"  {entry.n:34s} {shape:18s} {str(t.dtype).removeprefix('torch.'):8s} {entry.e:9s} "
+            f"nonzeros {nnz:,}/{t.numel():,} distinct {distinct:,}"
+        )
+
+
+def _verify_batches(task, data_dir: Path | None, examples: int):
+    inputs = task.data(data_dir).test.inputs
+    if examples > 0:
+        inputs = inputs[:examples]
+    return list(inputs.split(500))
+
+
+def _print_result(result, fmt: str) -> None:
+    typer.echo(f"wrote {result.path}: {result.bytes:,} bytes, {result.precision}")
+    if len(result.files) > 1:
+        typer.echo(f"wrote {', '.join(result.files[1:])}")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    if result.io and "scale" in result.io["input"]:
+        i, o = result.io["input"], result.io["output"]
+        typer.echo(
+            f"int8 input: scale {i['scale']:.6g}, zero point {i['zero_point']}; "
+            f"int8 output: scale {o['scale']:.6g}, zero point {o['zero_point']}"
+        )
+    if result.kernel_choice:
+        k = result.kernel_choice
+        times = ", ".join(f"{name} {ms:.3f} ms" for name, ms in k["measured_batch1_ms"].items())
+        typer.echo(f"kernels: {k['chosen']} (batch 1 on this machine: {times}; float {k['float_batch1_ms']:.3f} ms)")
+        if "recommendation" in k:
+            typer.echo(f"note: {k['recommendation']}")
+    if result.parity:
+        p = result.parity
+        steps = f" ({p['max_diff_steps']:.2f} output steps)" if "max_diff_steps" in p else ""
+        agreement = f", top-1 agreement {p['top1_agreement']:.2f}%" if p["top1_agreement"] is not None else ""
+        where = f"verified on {p['examples']:,} examples in {result.runtime}"
+        typer.echo(f"{where}: max |diff| {p['max_abs_diff']:.3g}{steps}{agreement}")
+
+
+def export(
+    artifact: ArtifactArg,
+    format: Annotated[
+        str,
+        typer.Option("--format", "-f", help="export format: onnx, tflite, c, ... (`edgeshrink formats` lists them)"),
+    ] = "onnx",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="file to write; a folder for --format c (default: next to the input)"),
+    ] = None,
+    task: FileTaskOpt = None,
+    data_dir: DataDirOpt = None,
+    model: ModelOpt = None,
+    verify: Annotated[bool, typer.Option(help="run the file on the task's test split and compare with PyTorch")] = True,
+    activation_type: Annotated[
+        str | None, typer.Option(help="onnx, quantized models: uint8 (U8S8), int8 (S8S8) or auto (time both)")
+    ] = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="tflite / c: none, float16, dynamic, int8 (a float model is calibrated on the task's data) or auto"
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="c: symbol and file prefix (NAME_data.h, NAME_data.cc)")] = None,
+    verify_examples: Annotated[int, typer.Option(help="test examples used for verification (0: all)")] = 0,
+    calibration_examples: Annotated[int, typer.Option(help="int8 of a float model: training examples")] = 512,
+) -> None:
+    """Export a compressed model to a file a device runs, verified in that runtime (nothing is written
+    when the check fails)."""
+    from edgeshrink.api.export import export as run_export
+    from edgeshrink.exporters.base import get_exporter
+
+    exporter = get_exporter(format)
+    exporter.require()
+    options = {
+        k: v for k, v in (("activation_type", activation_type), ("quantize", quantize), ("name", name)) if v is not None
+    }
+    exporter.resolve(options)  # a wrong option fails before the model is loaded
+    t, art = open_artifact(artifact, task, model)
+    where = artifact if artifact.is_dir() else artifact.parent
+    target = out or (where if format == "c" else where / f"model{exporter.suffix}")
+    batches = _verify_batches(t, data_dir, verify_examples) if (verify and t is not None) else None
+    calibration = None
+    if t is not None and options.get("quantize") == "int8" and not art.is_quantized:
+        calibration = list(t.data(data_dir).train.inputs[:calibration_examples].split(64))
+    result = run_export(
+        art, target, None, format=format, verify_data=batches, calibration=calibration, verify=verify, **options
+    )
+    summary = Path(result.path).with_suffix(".export.json")
+    atomic_write(summary, json.dumps(result.to_dict(), indent=2, default=str).encode())
+    _print_result(result, format)
+    if verify and t is None:
+        typer.echo("note: verified on the example input only: pass --task to verify on a test split")
+
+
+def register(app: typer.Typer) -> None:
+    for command in (evaluate, inspect, export):
+        app.command()(command)

@@ -1,0 +1,128 @@
+"""Build ONNX models from (compressed) PyTorch models, in memory: the PyTorch exporter (dynamo) with a
+dynamic batch dimension and, for quantized models, QDQ with edgeshrink's own integers and scales.
+
+- float models: the exporter's graph (BatchNorm folded), fp32 or fp16 weights;
+- quantized models: activation quantizers as QuantizeLinear/DequantizeLinear pairs (a custom op, so the
+  batch dimension stays dynamic), weights rewritten into INT8/INT4 initializers with their
+  per-channel (or blocked) scales and int32 biases (qdq.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from edgeshrink.errors import ExportError
+from edgeshrink.exporters.qdq import QuantizedWeight, rewrite_weights, set_activation_type
+from edgeshrink.quant.export_copy import export_copy
+from edgeshrink.quant.prepare import activation_quantizers, is_quantized, weight_quantizers
+
+
+def parametrize_weight(module: nn.Module) -> torch.Tensor:
+    """The computed weight of a parametrized layer (errors inside a parametrization surface as they are,
+    not as the AttributeError that attribute access would turn them into)."""
+    return type(module).weight.fget(module)
+
+
+def quantized_weights(model: nn.Module) -> list[QuantizedWeight]:
+    """Each quantized layer's integer weights and scales, as the exported file stores them (the model
+    is read in eval mode, where the scales are frozen: nothing changes)."""
+    out = []
+    with torch.no_grad():
+        for name, module, quantizer in weight_quantizers(model):
+            weight = parametrize_weight(module)  # the fake-quantized weight
+            scale = quantizer.expanded_scale(weight)
+            integers = torch.round(weight / scale).to(torch.int64).numpy()
+            out.append(
+                QuantizedWeight(name, integers, quantizer.scale.numpy().copy(), quantizer.bits, quantizer.group_size)
+            )
+    return out
+
+
+def _qdq_translation():
+    """ONNX for edgeshrink's fake-quantize op: QuantizeLinear then DequantizeLinear, uint8 zero point."""
+    from onnxscript import opset21 as op
+
+    def quantize_dequantize(x, scale: float, zero_point: int):
+        s = op.Constant(value_float=scale)
+        z = op.Cast(op.Constant(value_int=zero_point), to=onnx.TensorProto.UINT8)
+        return op.DequantizeLinear(op.QuantizeLinear(x, s, z), s, z)
+
+    return {torch.ops.edgeshrink.quantize_dequantize.default: quantize_dequantize}
+
+
+def _torch_export(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+    """The PyTorch exporter (dynamo) with a dynamic batch dimension, to one in-memory model."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    example = example[:1].repeat(2, *([1] * (example.dim() - 1)))  # a batch of 1 would be specialised
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(tmp) / "model.onnx"
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(path),
+                    dynamo=True,
+                    external_data=False,
+                    opset_version=opset,
+                    input_names=["input"],
+                    output_names=["output"],
+                    dynamic_shapes=({0: batch},),
+                    custom_translation_table=_qdq_translation() if opset >= 21 else None,
+                )
+        except Exception as exc:
+            first = " ".join(str(exc).split())[-900:]
+            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {first}") from None
+        finally:
+            quiet.setLevel(level)
+        return _strip_debug_info(onnx.load(str(path)))
+
+
+def _strip_debug_info(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the exporter's per-node stack traces and recorded shapes: a quarter of a small file, and
+    nothing a runtime reads."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.graph.value_info[:]
+    return model
+
+
+def to_onnx(
+    model: nn.Module, example_input: torch.Tensor, activation_type: str = "uint8"
+) -> tuple[onnx.ModelProto, list[dict]]:
+    """Build the ONNX model (not written, not verified); returns it with the per-layer storage rows."""
+    model = model.eval()
+    if not is_quantized(model):
+        return _torch_export(export_copy(model, "float"), example_input, 18), []
+    weights = quantized_weights(model)
+    plain = export_copy(model, "onnx")
+    opset = 21  # QuantizeLinear/DequantizeLinear with INT4 and blocked scales
+    graph = _torch_export(plain, example_input, opset)
+    rows = rewrite_weights(graph, weights)
+    set_activation_type(graph, activation_type)
+    return graph, rows
+
+
+def float_twin(model: nn.Module, example_input: torch.Tensor) -> onnx.ModelProto:
+    """The same graph without quantizers (float kernels), to time against the integer one."""
+    return _torch_export(export_copy(model, "float"), example_input, 18)
+
+
+def output_step(model: nn.Module) -> float | None:
+    """The quantization step of the model's output (its last activation quantizer), None for float models."""
+    quantizers = activation_quantizers(model)
+    return float(quantizers[-1][1].scale) if quantizers else None

@@ -1,0 +1,37 @@
+"""What `compress` checks before the first stage runs, so a typo in the last stage does not surface
+after all the earlier training: every scope and per-layer key against the model, and the stage order."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from edgeshrink.errors import ConfigError
+from edgeshrink.recipes import Recipe
+
+# Stages that need a plain float model, and the stages after which that no longer holds.
+_NEEDS_PLAIN = {"channels": {"prune", "share", "quantize", "half"}}
+_ONCE = ("quantize", "half")
+
+
+def check_recipe(recipe: Recipe, model: nn.Module) -> None:
+    """ConfigError naming the stage and the fix, for any selector that matches nothing or an order that
+    cannot work."""
+    seen: list[str] = []
+    for i, cfg in enumerate(recipe.stages, 1):
+        where = f"recipe {recipe.name!r}, stage {i} ({cfg.type})"
+        blockers = _NEEDS_PLAIN.get(cfg.type, set()) & set(seen)
+        if blockers:
+            raise ConfigError(f"{where} must come before {', '.join(sorted(blockers))}: it needs a plain float model")
+        if cfg.type in _ONCE and any(s in _ONCE for s in seen):
+            raise ConfigError(f"{where}: a recipe may quantize or convert to float16 once (found after {seen[-1]})")
+        if cfg.type == "share" and "quantize" in seen:
+            raise ConfigError(f"{where}: put share before quantize (a codebook after quantize leaves the integer grid)")
+        try:
+            cfg.check(model)
+        except ConfigError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        seen.append(cfg.type)
+    try:
+        recipe.encode.check(model)
+    except ConfigError as exc:
+        raise type(exc)(f"recipe {recipe.name!r}, encode: {exc}") from None

@@ -1,0 +1,84 @@
+"""What `compress` hands every stage: how to fine-tune, how to evaluate, data examples, progress."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from edgeshrink.errors import ConfigError
+from edgeshrink.stages.base import StageContext
+from edgeshrink.train import Progress, TrainConfig, evaluate, fit
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def frozen_teacher(model: nn.Module) -> nn.Module:
+    """A copy of the uncompressed model, for stages that distil from it."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _finetuner(
+    train_loader: Batches | None,
+    val_loader: Batches | None,
+    train_fn: Callable[[nn.Module, int], object] | None,
+    progress: Progress,
+    teacher: nn.Module,
+) -> Callable[[nn.Module, TrainConfig, str], list[dict]] | None:
+    if train_fn is not None and train_loader is not None:
+        raise ConfigError("pass either train_loader= or train_fn=, not both")
+    if train_fn is not None:
+
+        def run_user(model: nn.Module, cfg: TrainConfig, label: str) -> list[dict]:
+            if cfg.distill is not None:
+                raise ConfigError(
+                    f"{label}: distill runs in the built-in training loop; pass train_loader= "
+                    "instead of train_fn=, or remove distill from the recipe"
+                )
+            progress.line(f"[{label}] {cfg.epochs} epoch(s) with your train_fn")
+            train_fn(model, cfg.epochs)
+            return [{"epochs": cfg.epochs, "train_fn": getattr(train_fn, "__name__", "train_fn")}]
+
+        return run_user
+    if train_loader is not None:
+        return lambda model, cfg, label: fit(
+            model, train_loader, cfg, val_loader, stage=label, progress=progress, teacher=teacher
+        )
+    return None
+
+
+def make_context(
+    *,
+    train_loader: Batches | None,
+    val_loader: Batches | None,
+    train_fn: Callable[[nn.Module, int], object] | None,
+    eval_fn: Callable[[nn.Module], float] | None,
+    calibration_loader: Batches | None,
+    progress: Progress,
+    teacher: nn.Module,
+    seed: int,
+) -> StageContext:
+    """The stage context of one compress run. The example input comes from the validation data (or the
+    calibration data): drawing from train_loader would change its shuffling."""
+    if eval_fn is None and val_loader is not None:
+
+        def eval_fn(m: nn.Module) -> float:
+            return evaluate(m, val_loader)
+
+    first = next((next(iter(b), None) for b in (val_loader, calibration_loader) if b is not None), None)
+    source = train_loader if train_loader is not None else val_loader
+    return StageContext(
+        finetune=_finetuner(train_loader, val_loader, train_fn, progress, teacher),
+        evaluate=eval_fn,
+        progress=progress,
+        seed=seed,
+        example_input=None if first is None else first[0][:1],
+        batches=None if source is None else (lambda n: list(itertools.islice(iter(source), n))),
+        calibration=next((b for b in (calibration_loader, train_loader, val_loader) if b is not None), None),
+    )

@@ -1,0 +1,68 @@
+"""Post-training quantization in one call: place the quantizers, calibrate them, correct the biases.
+
+The `quantize` stage builds on it (mixed precision, QAT); exporters use it to quantize a float model
+when asked for an integer file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgeshrink.quant.calibrate import Method
+from edgeshrink.quant.passes import calibrate, correct_bias
+from edgeshrink.quant.prepare import QUANTIZABLE, QuantPlan, prepare
+
+Batches = Iterable[tuple[torch.Tensor, object]]
+
+
+@dataclass(frozen=True)
+class PTQSettings:
+    """How the quantizers are placed and calibrated (the `quantize` stage's settings that PTQ uses)."""
+
+    group_size: int = 0
+    learn_scales: bool = False
+    reduced_range: bool = False
+    calibration: Method = "mse"
+    percentile: float = 99.99
+    calibration_batches: int = 16
+    bias_correction: bool = True
+
+
+def build_quantized(
+    model: nn.Module, bits: dict[str, int], batches: Batches, settings: PTQSettings
+) -> tuple[nn.Module, QuantPlan]:
+    """A calibrated fake-quantized copy of `model` with `bits[layer]`-bit weights (other layers float)."""
+    quantized, plan = prepare(
+        model,
+        bits,
+        group_size=settings.group_size,
+        learn_scales=settings.learn_scales,
+        reduced_range=settings.reduced_range,
+    )
+    calibrate(
+        quantized,
+        batches,
+        method=settings.calibration,
+        percentile=settings.percentile,
+        num_batches=settings.calibration_batches,
+    )
+    if settings.bias_correction:
+        correct_bias(quantized, batches, num_batches=max(1, settings.calibration_batches // 2))
+    return quantized.eval(), plan
+
+
+def quantizable_layers(model: nn.Module) -> list[str]:
+    """Names of the layers that ONNX Runtime and LiteRT run on integer kernels."""
+    return [name for name, module in model.named_modules() if isinstance(module, QUANTIZABLE)]
+
+
+def post_training_quantize(
+    model: nn.Module, batches: Batches, weight_bits: int = 8, settings: PTQSettings | None = None
+) -> tuple[nn.Module, QuantPlan]:
+    """Every quantizable layer at `weight_bits`, calibrated on `batches` ((inputs, labels) pairs)."""
+    bits = dict.fromkeys(quantizable_layers(model), weight_bits)
+    return build_quantized(model, bits, list(batches), settings or PTQSettings())

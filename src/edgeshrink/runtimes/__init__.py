@@ -1,0 +1,3 @@
+"""The runtimes a device runs exported files in, as seen from here: ONNX Runtime (onnxruntime.py) and
+LiteRT (litert.py) sessions that load bytes, run float batches and time calls (timing.py). Exporters
+verify with them; measurement times with them."""

@@ -1,0 +1,125 @@
+"""Contract of every registered recipe (and a recipe chaining every stage) on the digits task: compress at
+the smallest settings that exercise each stage, then every command on the run folder (in this process,
+through the real CLI parser) and `load`, `profile`, `advise` and `export` from Python. Zero failures:
+every pair succeeds.
+
+Registry-driven: a new recipe, command argument set or export format is covered without editing this."""
+
+import json
+
+import pytest
+import torch
+
+import edgeshrink
+from edgeshrink.cli import run
+from edgeshrink.exporters.base import list_exporters
+from edgeshrink.recipes import Recipe, list_recipes, load_recipe
+from edgeshrink.tasks.registry import load_task
+from edgeshrink.train import TrainConfig
+
+CHAIN = {
+    "name": "chain",
+    "description": "channels, prune, share and quantize in one recipe, then Huffman coding",
+    "stages": [
+        {"type": "channels", "ratio": 0.25},
+        {"type": "prune", "method": "sparsity", "sparsity": 0.7},
+        {"type": "share", "bits": 5},
+        {"type": "quantize", "calibration": "mse"},
+    ],
+    "encode": {"coding": "huffman"},
+}
+RECIPES = [*list_recipes(), "chain"]
+
+
+def smallest(recipe: Recipe) -> Recipe:
+    """The recipe with at most one epoch of fine-tuning per round and at most two rounds."""
+    stages = []
+    for cfg in recipe.stages:
+        update = {}
+        tc = cfg.finetune_config()
+        if tc is not None:
+            update["finetune"] = tc.model_copy(update={"epochs": min(tc.epochs, 1)})
+        for key, cap in (("iterations", 2), ("steps", 1), ("final_epochs", 1)):
+            if getattr(cfg, key, None) is not None and key in type(cfg).model_fields:
+                update[key] = min(getattr(cfg, key), cap)
+        stages.append(cfg.model_copy(update=update))
+    return recipe.model_copy(update={"stages": stages})
+
+
+@pytest.fixture(scope="module")
+def digits():
+    task = load_task("digits-cnn")
+    data = task.data(None)
+    torch.manual_seed(0)
+    model = task.build_model()
+    edgeshrink.train.fit(model, task.train_loader(data), TrainConfig(epochs=2, optimizer="adam", lr=3e-3))
+    return task, data, model
+
+
+@pytest.fixture(scope="module")
+def runs(digits, tmp_path_factory):
+    task, data, model = digits
+    folder = tmp_path_factory.mktemp("runs")
+    out = {}
+    for name in RECIPES:
+        recipe = smallest(load_recipe(CHAIN if name == "chain" else name))
+        loader = task.train_loader(data)
+        loader.repeats = 1
+        edgeshrink.compress(
+            model,
+            recipe,
+            train_loader=loader,
+            val_loader=data.test.loader(1000),
+            out=folder / name,
+            arch=task.arch,
+            progress=False,
+        )
+        out[name] = folder / name
+    return out
+
+
+COMMANDS = {  # name -> arguments after the run folder
+    "evaluate": ["evaluate"],
+    "inspect": ["inspect"],
+    "profile": ["profile", "--no-latency"],
+    "profile-device-json": ["profile", "--device", "cortex-m4", "--json"],
+    "advise": ["advise", "--device", "cortex-m4", "--network", "ble"],
+    "advise-offline-json": ["advise", "--device", "raspberry-pi-4", "--network", "offline", "--json"],
+    "report": ["report"],
+    **{f"export-{f}": ["export", "--format", f, "--verify-examples", "60"] for f in list_exporters()},
+}
+CASES = [(r, c) for r in RECIPES for c in COMMANDS]
+
+
+@pytest.mark.parametrize("recipe, command", CASES, ids=[f"{r}-{c}" for r, c in CASES])
+def test_every_command_on_every_recipes_output(runs, recipe, command, capsys):
+    name, *options = COMMANDS[command]
+    args = [name, str(runs[recipe]), *options]
+    if name == "export":
+        args += ["--out", str(runs[recipe] / ("firmware" if options[1] == "c" else f"exported.{options[1]}"))]
+    status = run(args)
+    captured = capsys.readouterr()
+    assert status == 0, f"{' '.join(args)}\n{captured.err}"
+    assert "Traceback" not in captured.err
+    if "--json" in args:
+        assert json.loads(captured.out)  # the typed result's to_dict(), as JSON
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_python_api_on_every_recipes_output(runs, digits, recipe, tmp_path):
+    task, data, _ = digits
+    art = edgeshrink.load(runs[recipe])
+    report = json.loads((runs[recipe] / "report.json").read_text())
+    x = data.test.inputs[:100]
+    acc = edgeshrink.train.evaluate(art.model, data.test.loader(1000))
+    assert acc == pytest.approx(report["container"]["accuracy"])  # the model as it was evaluated
+    p = edgeshrink.profile(art, device="cortex-m4", latency=False)
+    assert p.weights.container == (runs[recipe] / "model.eshrink").stat().st_size
+    assert p.device.fit.deployment.flash_bytes == p.weights.container  # the file that sits in flash
+    assert p.device.fit.ram.need == p.weights.stored + p.activations.peak_bytes  # decoded weights in RAM
+    a = edgeshrink.advise(art, device="cortex-m4", network="wifi")
+    assert a.to_dict()["verdict"] == a.verdict and a.file.endswith("model.eshrink")
+    for fmt in list_exporters():
+        out = tmp_path / f"m-{fmt}{'' if fmt == 'c' else '.' + fmt}"
+        result = edgeshrink.export(art, out, format=fmt, verify_data=[x])
+        assert result.parity["examples"] == 100 and all(tmp_path.joinpath(f).exists() for f in result.files)
