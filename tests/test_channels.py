@@ -211,3 +211,21 @@ def test_compress_with_channels_and_distillation_rebuilds_from_the_container(tmp
     assert stage["parameters"] < result.report["baseline"]["parameters"]
     restored = edgeshrink.unpack(result.path, SmallNet())  # a fresh unpruned instance: the edits are replayed
     assert evaluate(restored, val) == result.report["container"]["accuracy"] == evaluate(result.model, val)
+
+
+def test_a_model_torch_pruning_cannot_trace_is_a_one_line_refusal():
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(8, 16, 3, padding=1)
+            self.norm = nn.LayerNorm(16)
+            self.gru = nn.GRU(16, 24, batch_first=True)
+            self.head = nn.Linear(24, 4)
+
+        def forward(self, x):
+            h, _ = self.gru(self.norm(torch.relu(self.conv(x)).transpose(1, 2)))
+            return self.head(h[:, -1])
+
+    with pytest.raises(edgeshrink.EdgeshrinkError, match="GRU.*scope.exclude") as err:
+        prune(Recurrent(), (8, 20), ratio=0.3)
+    assert "\n" not in str(err.value)

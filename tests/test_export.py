@@ -116,6 +116,35 @@ def test_kernel_choice_follows_the_measurement(tmp_path, monkeypatch, fastest):
     assert ("recommendation" in result.kernel_choice) == (fastest == "float")
 
 
+def test_a_variant_onnx_runtime_refuses_is_dropped_and_a_file_it_refuses_is_not_written(tmp_path, monkeypatch):
+    """ONNX Runtime's optimizer rejects some S8S8 graphs (a GRU net here once): auto keeps the variant that
+    loads and says why; a file that does not load at all is an ExportError, with nothing written."""
+    import edgeshrink.exporters.onnx as exporter
+    from edgeshrink.errors import RuntimeLoadError
+
+    real = exporter.make_session
+
+    def refuse_int8(data, threads=2, **kw):
+        graph = onnx.load_from_string(data)
+        inits = _inits(graph)
+        quantize = [n for n in graph.graph.node if n.op_type == "QuantizeLinear"]
+        if any(inits[n.input[2]].dtype == np.int8 for n in quantize):  # int8 activations: refused
+            raise RuntimeLoadError("ONNX Runtime cannot load the model: [TypeInferenceError] test")
+        return real(data, threads, **kw)
+
+    monkeypatch.setattr(exporter, "make_session", refuse_int8)
+    torch.manual_seed(0)
+    x = loaders()[1].inputs
+    qmodel, _ = prepare(SmallNet().eval(), {"conv": 8, "fc1": 8, "fc2": 8})
+    calibrate(qmodel, [(x, None)])
+    result = edgeshrink.export(qmodel, tmp_path / "m.onnx", verify_data=[x])
+    assert result.activation_type == "uint8" and "S8S8" in result.kernel_choice["refused"]
+    target = tmp_path / "i.onnx"
+    with pytest.raises(ExportError, match="does not load, nothing written.*TypeInferenceError"):
+        edgeshrink.export(qmodel, target, verify_data=[x], activation_type="int8")
+    assert not target.exists()
+
+
 def test_w4_weights_are_int4_in_the_file(tmp_path):
     torch.manual_seed(0)
     model = SmallNet().eval()

@@ -116,3 +116,36 @@ def test_latency_measurements_state_their_conditions(tmp_path):
         assert 0 < t.median_ms <= t.p90_ms
         assert t.provenance.startswith("measured")
     assert np.isfinite(t.median_ms)
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cell, **kwargs):
+        super().__init__()
+        self.rnn = cell(8, 12, num_layers=2, **kwargs)
+        self.head = nn.Linear(12 * (2 if kwargs.get("bidirectional") else 1), 3)
+
+    def forward(self, x):
+        out = self.rnn(x)[0]
+        return self.head(out[:, -1] if self.rnn.batch_first else out[-1])
+
+
+@pytest.mark.parametrize(
+    "cell, kwargs",
+    [(nn.GRU, {"batch_first": True}), (nn.LSTM, {"bidirectional": True}), (nn.RNN, {"batch_first": True})],
+    ids=["gru", "lstm-bidirectional", "rnn"],
+)
+def test_recurrent_layers_count_every_step(cell, kwargs, tmp_path):
+    torch.manual_seed(0)
+    model = Recurrent(cell, **kwargs).eval()
+    x = torch.randn(2, 5, 8) if kwargs.get("batch_first") else torch.randn(5, 2, 8)
+    # by definition: each step multiplies every weight matrix (input, hidden) of every layer and direction
+    # with one vector per sequence; torch's FlopCounterMode has no rule for aten.lstm, so it is no oracle here
+    steps, batch = 5, 2
+    matrices = sum(p.numel() for p in model.rnn.parameters() if p.dim() == 2)
+    expected = steps * batch * matrices + batch * model.head.weight.numel()
+    macs = mac_summary(from_torch(model, x)).dense  # the exported graph keeps aten.gru / lstm as one op
+    assert macs == expected
+    if kwargs.get("batch_first"):  # count_macs feeds (batch, *shape)
+        assert count_macs(model, x.shape[1:], batch_size=2) == expected
+    else:
+        assert count_macs(model, (2, 8), batch_size=5) == expected

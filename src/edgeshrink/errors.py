@@ -38,5 +38,9 @@ class ExportError(EdgeshrinkError):
     """An export failed, or the exported file does not compute what the model computes."""
 
 
+class RuntimeLoadError(EdgeshrinkError):
+    """A runtime (ONNX Runtime, LiteRT) refuses to load a model file."""
+
+
 class TrainingDivergedError(EdgeshrinkError):
     """Training produced a non-finite loss (learning rate too high, bad data)."""

@@ -22,6 +22,7 @@ CONV = {"conv1d", "conv2d", "conv3d", "convolution", "_convolution"}
 CONV_TRANSPOSED = {"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 MATMUL = {"mm", "bmm", "matmul"}
 MATMUL_BIAS = {"addmm", "baddbmm"}
+RECURRENT = {"gru", "lstm", "rnn_tanh", "rnn_relu"}
 
 
 def conv_macs(out_shape: Shape, in_shape: Shape, weight_shape: Shape, transposed: bool = False) -> int:
@@ -31,6 +32,16 @@ def conv_macs(out_shape: Shape, in_shape: Shape, weight_shape: Shape, transposed
 
 def matmul_macs(out_shape: Shape, inner: int) -> int:
     return math.prod(out_shape) * inner
+
+
+def recurrent_macs(input_shape: Shape, batch_first: bool, weight_shapes: Sequence[Shape]) -> int:
+    """A GRU / LSTM / RNN: every step multiplies each input-hidden, hidden-hidden (and projection) matrix
+    with one vector per sequence, in every layer and direction."""
+    if len(input_shape) == 3:
+        steps, batch = (input_shape[1], input_shape[0]) if batch_first else (input_shape[0], input_shape[1])
+    else:  # unbatched (T, features)
+        steps, batch = (input_shape[0], 1) if input_shape else (0, 0)
+    return steps * batch * sum(math.prod(w) for w in weight_shapes if len(w) == 2)
 
 
 def aten_macs(
@@ -64,6 +75,15 @@ class _Counter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func._overloadpacket.__name__
+        if name in RECURRENT and len(args) >= 3 and isinstance(args[2], list | tuple):
+            batch_first = bool(args[-1]) if isinstance(args[-1], bool) else False
+            self.total += recurrent_macs(_shape(args[0]), batch_first, [_shape(w) for w in args[2]])
+            return out
+        if name == "mkldnn_rnn_layer":  # oneDNN's LSTM on CPU: one call per layer and direction
+            # args: input, w_ih, w_hh, b_ih, b_hh, hx, cx, reverse, batch_sizes, mode, hidden_size,
+            # num_layers, has_biases, bidirectional, batch_first
+            self.total += recurrent_macs(_shape(args[0]), bool(args[14]), [_shape(args[1]), _shape(args[2])])
+            return out
         transposed = name in {"convolution", "_convolution"} and len(args) > 6 and bool(args[6])
         first = out[0] if isinstance(out, tuple | list) else out
         self.total += aten_macs(name, [_shape(a) for a in args], _shape(first), transposed)[0]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeshrink.errors import ExportError
+from edgeshrink.errors import ExportError, RuntimeLoadError
 from edgeshrink.files import atomic_write
 
 
@@ -178,7 +178,11 @@ def export_model(
     )
     if verify:
         batches = [x.float() for x in verify_batches] or [example_input.float()]
-        result.parity = parity(built.reference, exporter.runner(built.data, threads), batches, built.step, built.rtol)
+        try:
+            runner = exporter.runner(built.data, threads)
+        except RuntimeLoadError as exc:
+            raise ExportError(f"the exported file does not load, nothing written: {exc}") from None
+        result.parity = parity(built.reference, runner, batches, built.step, built.rtol)
         result.parity["reference"] = "the fake-quantized PyTorch model" if built.step else "the PyTorch model"
         require_agreement(result.parity, built.min_agreement, exporter.runtime)
     result.files = [str(p) for p in exporter.write(built, Path(path), result, resolved)]

@@ -14,7 +14,7 @@ import onnx
 import torch
 from torch import nn
 
-from edgeshrink.errors import ExportError
+from edgeshrink.errors import ExportError, RuntimeLoadError
 from edgeshrink.exporters.base import Built, Exporter, Runner, register_exporter
 from edgeshrink.exporters.onnx_build import float_twin, output_step, to_onnx
 from edgeshrink.exporters.qdq import set_activation_type
@@ -53,7 +53,14 @@ def choose_kernels(model: nn.Module, example: torch.Tensor, threads: int) -> tup
     int8_graph.CopyFrom(uint8_graph)
     set_activation_type(int8_graph, "int8")  # same grid, zero points shifted: no second export
     candidates = {"uint8": uint8_graph, "int8": int8_graph}
-    sessions = {t: make_session(g.SerializeToString(), threads) for t, g in candidates.items()}
+    sessions, refused = {}, {}
+    for t, g in candidates.items():
+        try:
+            sessions[t] = make_session(g.SerializeToString(), threads)
+        except RuntimeLoadError as exc:
+            refused[KERNELS[t]] = str(exc)
+    if not sessions:
+        raise ExportError(f"ONNX Runtime loads neither the uint8 nor the int8 variant: {refused['U8S8']}")
     sessions["float"] = make_session(float_twin(model, example).SerializeToString(), threads)
     timings = time_interleaved(sessions, example[:1].numpy(), runs=30, warmup=5, threads=threads)
     float_ms = timings.pop("float").median_ms
@@ -64,6 +71,9 @@ def choose_kernels(model: nn.Module, example: torch.Tensor, threads: int) -> tup
         "float_batch1_ms": float_ms,
         "note": "uint8 and int8 activations are the same grid; the faster kernels on this machine were kept",
     }
+    if refused:
+        choice["refused"] = refused
+        choice["note"] += f"; {', '.join(refused)} could not run here (see refused)"
     if timings[chosen].median_ms > float_ms:
         choice["recommendation"] = _slower_note(timings[chosen].median_ms, float_ms)
     return candidates[chosen], chosen, rows, choice

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeshrink.mac_count import MATMUL, MATMUL_BIAS, aten_macs, conv_macs, matmul_macs
+from edgeshrink.mac_count import MATMUL, MATMUL_BIAS, RECURRENT, aten_macs, conv_macs, matmul_macs, recurrent_macs
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +29,10 @@ def torch_node_macs(node: torch.fx.Node, weights: dict[str, np.ndarray]) -> tupl
     packet = getattr(node.target, "_overloadpacket", None)
     name = getattr(packet, "__name__", "")
     args = list(node.args)
+    if name in RECURRENT and len(args) >= 3 and isinstance(args[2], list | tuple):
+        # aten.gru.input(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+        batch_first = bool(args[-1]) if isinstance(args[-1], bool) else False
+        return recurrent_macs(_shape(args[0]), batch_first, [_shape(w) for w in args[2]]), None
     transposed = name in {"convolution", "_convolution"} and len(args) > 6 and bool(args[6])
     macs, index = aten_macs(name, [_shape(a) for a in args], _shape(node), transposed)
     if index is None or index >= len(args):
@@ -53,6 +57,9 @@ def onnx_node_macs(op_type: str, attrs: dict, in_shapes: list[tuple[int, ...]], 
         return matmul_macs(out_shape, in_shapes[0][-1])
     if op_type == "QLinearConv":
         return conv_macs(out_shape, in_shapes[0], in_shapes[3])
+    if op_type in ("GRU", "LSTM", "RNN"):  # W [dirs, gates*H, I], R [dirs, gates*H, H]; layout 1 = batch first
+        dims = [(s[0] * s[1], s[2]) for s in in_shapes[1:3] if len(s) == 3]
+        return recurrent_macs(in_shapes[0], bool(attrs.get("layout", 0)), dims)
     return 0
 
 

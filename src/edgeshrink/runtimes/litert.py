@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeshrink.errors import ExportError
+from edgeshrink.errors import ExportError, RuntimeLoadError
 
 INSTALL_HINT = "TFLite support is an optional extra: pip install 'edgeshrink[tflite]' (or make test, which installs it)"
 
@@ -68,8 +68,8 @@ def make_interpreter(model: str | Path | bytes, threads: int = 2):
             else:
                 interpreter = Interpreter(model_path=str(model), num_threads=threads)
             interpreter.allocate_tensors()
-    except ValueError as exc:
-        raise ExportError(f"LiteRT cannot load the model: {str(exc).splitlines()[0][:200]}") from None
+    except (ValueError, RuntimeError) as exc:
+        raise RuntimeLoadError(f"LiteRT cannot load the model: {str(exc).splitlines()[0][:200]}") from None
     return interpreter
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeshrink.errors import ConfigError
+from edgeshrink.errors import ConfigError, RuntimeLoadError
 from edgeshrink.runtimes.timing import Timing, time_calls_interleaved
 
 Level = str  # "all" | "basic" | "disable"
@@ -54,7 +54,12 @@ def make_session(model: str | Path | bytes, threads: int = 2, level: Level = "al
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     }[level]
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
+        what = "the model" if isinstance(model, bytes) else str(model)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RuntimeLoadError(f"ONNX Runtime {ort.__version__} cannot load {what}: {first[:300]}") from None
 
 
 def share_thread_pool(threads: int) -> None:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeshrink.architecture import dependency_graph
-from edgeshrink.errors import ConfigError
+from edgeshrink.errors import ConfigError, UnsupportedLayerError
 from edgeshrink.mac_count import count_macs, layer_macs
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -63,11 +63,26 @@ def classifier_name(model: nn.Module, input_shape: Sequence[int]) -> str:
     return names[layers[-1]]
 
 
+def _untraceable(model: nn.Module, exc: Exception) -> str:
+    """Why torch-pruning could not couple the channels, naming the layer types that usually cause it."""
+    suspects = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase | nn.MultiheadAttention)})
+    cause = f" (the model has {', '.join(suspects)} layers, whose channels it cannot couple)" if suspects else ""
+    return (
+        f"channels: torch-pruning cannot trace the channel dependencies of this model{cause}: "
+        f"{type(exc).__name__} {str(exc)[:80]}; exclude those layers and the layers feeding them with "
+        "scope.exclude, or use the prune stage (unstructured) instead"
+    )
+
+
 def find_groups(model: nn.Module, graph, ignored: list[nn.Module]) -> list[ChannelGroup]:
     """Every group that contains no ignored layer, with its current channel count."""
     names = {m: n for n, m in model.named_modules()}
     groups = []
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[*WEIGHT_LAYERS]):
+    try:
+        found = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=[*WEIGHT_LAYERS]))
+    except (IndexError, KeyError, RuntimeError, ValueError) as exc:
+        raise UnsupportedLayerError(_untraceable(model, exc)) from None
+    for group in found:
         root = group[0].dep.target.module
         layers, channel_groups = [], 1
         for dep, _ in group:
