@@ -19,10 +19,14 @@ EXPORTED_SUFFIXES = (".onnx", ".tflite")
 def artifact_of_module(model: nn.Module, example_input: torch.Tensor | None = None) -> Artifact:
     """An in-memory model as an artifact: its quantization and precision read from its modules."""
     from edgeshrink.quant.half import is_half
-    from edgeshrink.quant.prepare import quantization_bits
+    from edgeshrink.quant.prepare import per_tensor_layers, quantization_bits
 
     bits, group, reduced = quantization_bits(model)
-    quantization = Quantization(bits=bits, group_size=group, reduced_range=reduced) if bits else None
+    quantization = (
+        Quantization(bits=bits, group_size=group, reduced_range=reduced, per_tensor=per_tensor_layers(model))
+        if bits
+        else None
+    )
     example = None if example_input is None else example_input[:1]
     return Artifact(
         model, quantization=quantization, precision="float16" if is_half(model) else "float32", example_input=example

@@ -89,6 +89,15 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     return model
 
 
+def _quantizer(
+    weight: torch.Tensor, layer: str, bits: int, quantization: Quantization, scale: torch.Tensor | None
+) -> WeightQuant:
+    """The weight quantizer a layer had when it was saved (its granularity from the record)."""
+    per_tensor = layer in quantization.per_tensor
+    group = quantization.group_size if bits < 8 and not per_tensor else 0
+    return WeightQuant(weight, bits, group, quantization.reduced_range, scale=scale, per_tensor=per_tensor)
+
+
 def _decode_codes(
     state: dict[str, torch.Tensor], quantization: Quantization, source: str
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -106,8 +115,7 @@ def _decode_codes(
         codes = plain[key]
         if codes.is_floating_point():
             raise FormatError(f"{source}: {key} should hold integer codes, not {codes.dtype}; damaged file")
-        group = quantization.group_size if bits < 8 else 0
-        quantizer = WeightQuant(codes.float(), bits, group, quantization.reduced_range, scale=scale)
+        quantizer = _quantizer(codes.float(), layer, bits, quantization, scale)
         plain[key] = codes.float() * quantizer.expanded_scale(codes)
         scales[layer] = scale
     return plain, scales
@@ -123,8 +131,7 @@ def load_quantized(
     for layer, bits in quantization.bits.items():
         module = skeleton.get_submodule(layer)
         mask_from_zeros(module, "weight")
-        group = quantization.group_size if bits < 8 else 0
-        quantizer = WeightQuant(module.weight, bits, group, quantization.reduced_range, scale=scales.get(layer))
+        quantizer = _quantizer(module.weight, layer, bits, quantization, scales.get(layer))
         parametrize.register_parametrization(module, "weight", quantizer)
     set_mode(skeleton, "quantize")
     return skeleton.eval()

@@ -24,8 +24,6 @@ def check_recipe(recipe: Recipe, model: nn.Module) -> None:
             raise ConfigError(f"{where} must come before {', '.join(sorted(blockers))}: it needs a plain float model")
         if cfg.type in _ONCE and any(s in _ONCE for s in seen):
             raise ConfigError(f"{where}: a recipe may quantize or convert to float16 once (found after {seen[-1]})")
-        if cfg.type == "share" and "quantize" in seen:
-            raise ConfigError(f"{where}: put share before quantize (a codebook after quantize leaves the integer grid)")
         try:
             cfg.check(model)
         except ConfigError as exc:

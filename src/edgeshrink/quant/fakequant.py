@@ -137,8 +137,10 @@ def weight_qmax(bits: int, reduced: bool = False) -> int:
 
 
 class WeightQuant(nn.Module):
-    """Parametrization: symmetric fake quantization of a weight, per output channel (`group_size` 0)
-    or per block of `group_size` input channels.
+    """Parametrization: symmetric fake quantization of a weight, per output channel (`group_size` 0),
+    per block of `group_size` input channels, or on one grid for the whole tensor (`per_tensor`, for
+    shared weights: the codebook's values map to at most 2^bits integer codes in the whole tensor, so
+    the container keeps the codebook's size). The scale keeps its per-channel shape either way.
 
     Training mode: the scale follows the weights (max |w| / qmax) and the rounding passes gradients
     straight through. Eval mode: the stored scale is used and the output is exactly codes x scale, so a
@@ -151,17 +153,21 @@ class WeightQuant(nn.Module):
         group_size: int = 0,
         reduced: bool = False,
         scale: torch.Tensor | None = None,
+        per_tensor: bool = False,
     ) -> None:
         super().__init__()
         self.bits = bits
         self.reduced = reduced and bits == 8
-        self.group_size = group_size
+        self.group_size = 0 if per_tensor else group_size
+        self.per_tensor = per_tensor
         self.enabled = True
         initial = self.compute_scale(weight.detach()) if scale is None else scale.detach().float().clone()
         self.register_buffer("scale", initial)
 
     def extra_repr(self) -> str:
-        granularity = f"group {self.group_size}" if self.group_size else "per channel"
+        granularity = (
+            f"group {self.group_size}" if self.group_size else "per tensor" if self.per_tensor else "per channel"
+        )
         return f"bits={self.bits}, {granularity}, reduced={self.reduced}, enabled={self.enabled}"
 
     def compute_scale(self, weight: torch.Tensor) -> torch.Tensor:
@@ -172,6 +178,8 @@ class WeightQuant(nn.Module):
             padded = torch.nn.functional.pad(weight.abs(), (0, 0) * (weight.dim() - 2) + (0, pad))
             blocks = padded.reshape(weight.shape[0], -1, self.group_size, *weight.shape[2:])
             amax = blocks.amax(dim=2)
+        elif self.per_tensor:
+            amax = weight.abs().amax().expand(weight.shape[0]).clone()
         else:
             amax = weight.abs().reshape(weight.shape[0], -1).amax(dim=1)
         return (amax / qmax).clamp_min(1e-12)

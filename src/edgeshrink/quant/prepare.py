@@ -133,28 +133,7 @@ def prepare(
     baked, masks, codebooks = _bake(model)
     gm, folded = _trace(baked)
     plan = QuantPlan(folded_batchnorms=folded)
-    quantized_layers: set[str] = set()
-    for name, module in gm.named_modules():
-        has_weight = isinstance(getattr(module, "weight", None), torch.Tensor)
-        if not has_weight or isinstance(module, ActQuant):
-            continue
-        type_name = type(module).__name__
-        if not isinstance(module, QUANTIZABLE):
-            plan.layers.append(
-                LayerPlan(
-                    name, type_name, "float", reason=f"unsupported op: no integer {type_name} kernel in the QDQ path"
-                )
-            )
-        elif name not in bits:
-            plan.layers.append(LayerPlan(name, type_name, "float", reason="kept in float (not selected)"))
-        else:
-            quantized_layers.add(name)
-            granularity = (
-                f"group of {group_size} input channels" if group_size and bits[name] < 8 else "per output channel"
-            )
-            if reduced_range and bits[name] == 8:
-                granularity += ", range -63..63"
-            plan.layers.append(LayerPlan(name, type_name, "quantized", bits[name], granularity))
+    quantized_layers = _plan_layers(gm, bits, group_size, reduced_range, plan)
 
     graph = gm.graph
     quantizer_of: dict[fx.Node, str] = {}
@@ -211,7 +190,63 @@ def prepare(
     graph.lint()
     gm.recompile()
 
-    for name in quantized_layers:
+    shared_layers = _attach_weight_quantizers(gm, quantized_layers, bits, masks, codebooks, group_size, reduced_range)
+    for row in plan.layers:
+        if row.name in shared_layers:
+            row.granularity = "per tensor: the shared codebook on one integer grid"
+    for name, mask in masks.items():
+        if name not in quantized_layers:
+            module = gm.get_submodule(name)
+            parametrize.register_parametrization(module, "weight", Mask(mask))
+    return gm, plan
+
+
+def _float_reason(gm: fx.GraphModule, name: str, module: nn.Module, called: set[str], bits: dict[str, int]) -> str:
+    """Why a layer with parameters stays float ('' when it is quantized)."""
+    type_name = type(module).__name__
+    if isinstance(module, QUANTIZABLE) and name not in called:
+        return f"runs inside {name.rsplit('.', 1)[0] or 'its parent'} (not called as a layer): no QDQ pair around it"
+    if not isinstance(module, QUANTIZABLE):
+        return f"unsupported op: no integer {type_name} kernel in the QDQ path"
+    if name not in bits:
+        return "kept in float (not selected)"
+    return ""
+
+
+def _plan_layers(gm: fx.GraphModule, bits: dict[str, int], group_size: int, reduced: bool, plan: QuantPlan) -> set[str]:
+    """One plan row per module with parameters of its own (quantized, or float with the reason); returns
+    the layers to quantize."""
+    called = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
+    quantized: set[str] = set()
+    for name, module in gm.named_modules():
+        if isinstance(module, ActQuant) or not any(True for _ in module.parameters(recurse=False)):
+            continue
+        type_name = type(module).__name__
+        reason = _float_reason(gm, name, module, called, bits)
+        if reason:
+            plan.layers.append(LayerPlan(name, type_name, "float", reason=reason))
+            continue
+        quantized.add(name)
+        granularity = f"group of {group_size} input channels" if group_size and bits[name] < 8 else "per output channel"
+        if reduced and bits[name] == 8:
+            granularity += ", range -63..63"
+        plan.layers.append(LayerPlan(name, type_name, "quantized", bits[name], granularity))
+    return quantized
+
+
+def _attach_weight_quantizers(
+    gm: fx.GraphModule,
+    layers: set[str],
+    bits: dict[str, int],
+    masks: dict[str, torch.Tensor],
+    codebooks: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    group_size: int,
+    reduced: bool,
+) -> set[str]:
+    """Masks and codebooks back on, then a WeightQuant on top; returns the layers whose codebook was kept
+    (quantized on one grid per tensor, so they keep at most 2^bits distinct integer codes)."""
+    shared_layers = set()
+    for name in layers:
         module = gm.get_submodule(name)
         if name in masks:
             parametrize.register_parametrization(module, "weight", Mask(masks[name]))
@@ -220,16 +255,16 @@ def prepare(
             shared = SharedWeights(centroids, assignment)
             if torch.equal(shared(module.weight), module.weight):  # not rescaled by a folded BatchNorm
                 parametrize.register_parametrization(module, "weight", shared, unsafe=True)
-        parametrize.register_parametrization(
-            module,
-            "weight",
-            WeightQuant(module.weight, bits[name], group_size if bits[name] < 8 else 0, reduced=reduced_range),
+                shared_layers.add(name)
+        quantizer = WeightQuant(
+            module.weight,
+            bits[name],
+            group_size if bits[name] < 8 else 0,
+            reduced=reduced,
+            per_tensor=name in shared_layers,
         )
-    for name, mask in masks.items():
-        if name not in quantized_layers:
-            module = gm.get_submodule(name)
-            parametrize.register_parametrization(module, "weight", Mask(mask))
-    return gm, plan
+        parametrize.register_parametrization(module, "weight", quantizer)
+    return shared_layers
 
 
 def activation_quantizers(model: nn.Module) -> list[tuple[str, ActQuant]]:
@@ -258,6 +293,11 @@ def refresh_weight_scales(model: nn.Module) -> None:
                     break
                 weight = p(weight)
             quantizer.refresh(weight)
+
+
+def per_tensor_layers(model: nn.Module) -> list[str]:
+    """The quantized layers whose weights share one grid per tensor (shared codebooks)."""
+    return sorted(name for name, _, q in weight_quantizers(model) if q.per_tensor)
 
 
 def is_quantized(model: nn.Module) -> bool:

@@ -20,7 +20,7 @@ from edgeshrink.errors import ConfigError
 from edgeshrink.hardware import int8_weights_saturate
 from edgeshrink.quant.calibrate import Method
 from edgeshrink.quant.passes import layer_sensitivity
-from edgeshrink.quant.prepare import QuantPlan, activation_quantizers, refresh_weight_scales
+from edgeshrink.quant.prepare import QuantPlan, activation_quantizers, per_tensor_layers, refresh_weight_scales
 from edgeshrink.quant.ptq import PTQSettings, build_quantized
 from edgeshrink.scope import Scope, per_layer, select_layers
 from edgeshrink.stages.base import StageConfig, StageContext, register_stage
@@ -119,7 +119,7 @@ def _plan_rows(plan: QuantPlan, chosen: dict[str, int], sensitivity: dict[str, f
         if layer.name in sensitivity:
             row["sensitivity_drop"] = sensitivity[layer.name]
         asked = chosen.get(layer.name)
-        if layer.status == "float" and asked and not layer.reason.startswith("unsupported"):
+        if layer.status == "float" and asked and layer.reason == "kept in float (not selected)":
             row["reason"] = "kept in float: accuracy budget"
         elif layer.status == "float" and asked == 0:
             row["reason"] = "kept in float: per_layer setting 0"
@@ -181,5 +181,10 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
         notes=notes + [f"{len(plan.activations)} activation quantizers ({cfg.calibration} calibration)"],
     )
     quantized_bits = {p.name: int(p.weight_bits) for p in plan.layers if p.status == "quantized" and p.weight_bits}
-    quantization = Quantization(bits=quantized_bits, group_size=cfg.group_size, reduced_range=settings.reduced_range)
+    quantization = Quantization(
+        bits=quantized_bits,
+        group_size=cfg.group_size,
+        reduced_range=settings.reduced_range,
+        per_tensor=per_tensor_layers(quantized),
+    )
     return artifact.with_record(record, model=quantized, quantization=quantization)

@@ -16,9 +16,9 @@ import torch
 from pydantic import Field, field_validator
 
 from edgeshrink.artifact import Artifact, StageRecord
-from edgeshrink.errors import ConfigError
 from edgeshrink.scope import Scope, per_layer, select_layers
 from edgeshrink.stages.base import StageConfig, StageContext, register_stage
+from edgeshrink.stages.share_grid import share_quantized, weight_quantizer
 from edgeshrink.train import TrainConfig
 from edgeshrink.weights import attach_codebook, get_mask
 
@@ -72,15 +72,12 @@ def kmeans_1d(values: np.ndarray, k: int, init: Init = "linear", seed: int = 0) 
 
 @register_stage(ShareConfig)
 def share(artifact: Artifact, cfg: ShareConfig, ctx: StageContext) -> Artifact:
-    if artifact.quantization is not None:
-        raise ConfigError(
-            "share after quantize is not supported yet: the codebook would leave the integer grid; "
-            "put the share stage before quantize in the recipe"
-        )
     model = artifact.model
     layers = select_layers(model, cfg.scope, "share")
     bits = per_layer(model, layers, cfg.per_layer, cfg.bits, "share")
-    rows = []
+    rows, on_grid = [], []
+    was_training = model.training
+    model.eval()  # a quantized layer's weights as its codes x scale
     with torch.no_grad():
         for name, module in layers:
             weight = module.weight.detach()
@@ -93,7 +90,11 @@ def share(artifact: Artifact, cfg: ShareConfig, ctx: StageContext) -> Artifact:
             else:
                 centroids, labels = kmeans_1d(values, 2 ** bits[name], cfg.init, ctx.seed)
                 assignment[keep] = torch.from_numpy(labels.astype(np.int64))
-            attach_codebook(module, "weight", torch.from_numpy(centroids).float(), assignment)
+            if weight_quantizer(module) is not None:  # after quantize: the codebook on the layer's grid
+                share_quantized(module, torch.from_numpy(centroids).float(), assignment)
+                on_grid.append(name)
+            else:
+                attach_codebook(module, "weight", torch.from_numpy(centroids).float(), assignment)
             shared = module.weight.detach()[keep].double().numpy()
             rows.append(
                 {
@@ -104,8 +105,18 @@ def share(artifact: Artifact, cfg: ShareConfig, ctx: StageContext) -> Artifact:
                     "mean_abs_error": float(np.abs(shared - values).mean()) if values.size else 0.0,
                 }
             )
+    model.train(was_training)
     history = ctx.train(model, cfg.finetune, "share: centroid fine-tuning")
+    notes = [f"quantized layers shared on one integer grid per tensor: {', '.join(on_grid)}"] if on_grid else []
     record = StageRecord(
-        stage="share", config=cfg.model_dump(mode="json"), layers=rows, accuracy=ctx.accuracy(model), history=history
+        stage="share",
+        config=cfg.model_dump(mode="json"),
+        layers=rows,
+        accuracy=ctx.accuracy(model),
+        history=history,
+        notes=notes,
     )
-    return artifact.with_record(record)
+    quantization = artifact.quantization
+    if quantization is not None and on_grid:
+        quantization = quantization.model_copy(update={"per_tensor": sorted({*quantization.per_tensor, *on_grid})})
+    return artifact.with_record(record, quantization=quantization)
