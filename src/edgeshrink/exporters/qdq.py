@@ -72,29 +72,43 @@ def _scalar(inits: dict[str, onnx.TensorProto], name: str) -> float | None:
     return float(value.reshape(-1)[0]) if value.size == 1 else None
 
 
+def _weight_initializer(inits: dict[str, onnx.TensorProto], w: QuantizedWeight) -> tuple[str, bool]:
+    """(initializer holding the layer's weight, whether it is stored transposed). A Linear applied to
+    inputs of more than two dimensions exports as MatMul with the weight transposed and renamed; it is
+    found by its values (the fake-quantized weight, transposed)."""
+    name = f"{w.layer}.weight"
+    if name in inits:
+        return name, False
+    if w.integers.ndim == 2 and not w.group_size:
+        target = (w.integers * w.scale.reshape(-1, 1)).T.astype(np.float32)
+        for init in inits.values():
+            if tuple(init.dims) == target.shape and init.data_type == TensorProto.FLOAT:
+                value = numpy_helper.to_array(init)
+                if np.allclose(value, target, rtol=1e-6, atol=1e-7 * float(np.abs(target).max() or 1.0)):
+                    return init.name, True
+    raise ExportError(f"export: no initializer {name!r} in the exported graph; cannot store its integer weights")
+
+
 def rewrite_weights(model: onnx.ModelProto, weights: list[QuantizedWeight]) -> list[dict]:
     """Replace float weights (and their biases) by integer initializers behind DequantizeLinear."""
     graph = model.graph
     inits = _initializers(graph)
     new_nodes, rows = [], []
     for w in weights:
-        name = f"{w.layer}.weight"
-        if name not in inits:
-            raise ExportError(
-                f"export: no initializer {name!r} in the exported graph; cannot store its integer weights"
-            )
+        name, transposed = _weight_initializer(inits, w)
         consumers = _consumers(graph, name)
         if not consumers or any(c.op_type not in ("Conv", "Gemm", "MatMul") for c in consumers):
             ops = ", ".join(c.op_type for c in consumers) or "nothing"
             raise ExportError(f"export: {name} feeds {ops}; expected Conv or Gemm")
         storage = _storage_bits(w.bits)
-        ints = w.integers.astype(np.int64)
+        ints = w.integers.astype(np.int64).T if transposed else w.integers.astype(np.int64)
         graph.initializer.remove(inits[name])
-        q_name, s_name, z_name = f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"
+        key = f"{w.layer}.weight"
+        q_name, s_name, z_name = f"{key}_quantized", f"{key}_scale", f"{key}_zero_point"
         graph.initializer.append(integer_tensor(q_name, ints, storage))
         graph.initializer.append(numpy_helper.from_array(w.scale.astype(np.float32), s_name))
         graph.initializer.append(integer_tensor(z_name, np.zeros(w.scale.shape, dtype=np.int64), storage))
-        attrs = {"axis": 1, "block_size": w.group_size} if w.group_size else {"axis": 0}
+        attrs = {"axis": 1, "block_size": w.group_size} if w.group_size else {"axis": 1 if transposed else 0}
         new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [name], **attrs))
         row = {"layer": w.layer, "weight": f"INT{storage}" if storage < 8 else "INT8", "bias": "float"}
         consumer = consumers[0]

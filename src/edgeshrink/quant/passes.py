@@ -65,7 +65,9 @@ def correct_bias(model: nn.Module, batches: Batches, num_batches: int = 8) -> di
             quantizer.enabled = False
             reference = mod.forward(*args)
             quantizer.enabled = True
-            diff = (reference - output).transpose(0, 1).reshape(output.shape[1], -1)
+            channel = -1 if isinstance(mod, nn.Linear) else 1  # Linear: features last, also on [B, T, C] inputs
+            diff = (reference - output).movedim(channel, 0)
+            diff = diff.reshape(diff.shape[0], -1)
             sums[name] = sums.get(name, 0) + diff.sum(dim=1)
             counts[name] = counts.get(name, 0) + diff.shape[1]
 
