@@ -129,3 +129,29 @@ def test_generic_selectors_and_precedence():
     assert [n for n, _ in select_layers(model, Scope(exclude=["first", "last"]))] == ["fc1"]
     with pytest.raises(ScopeError, match=r"'fc\*3'"):
         per_layer(model, layers, {"fc*3": 1}, 0, "t")
+
+
+def test_accuracy_budget_stops_at_the_last_round_within_it():
+    torch.manual_seed(0)
+    train_loader, val_loader = loaders()
+    model = SmallNet()
+    fit(model, train_loader, TrainConfig(epochs=3, lr=3e-3))
+    from edgeshrink.train import evaluate
+
+    reference = evaluate(model, val_loader)
+    ctx = StageContext(finetune=None, evaluate=lambda m: evaluate(m, val_loader))
+    settings = {"type": "prune", "method": "sparsity", "sparsity": 0.97, "iterations": 4, "schedule": "linear"}
+    cfg = parse_stage({**settings, "max_accuracy_drop": 1.0, "finetune": {"epochs": 0}})
+    after = apply_stage(Artifact(model), cfg, ctx)
+    record = after.records[-1]
+    assert reference - evaluate(after.model, val_loader) <= 1.0  # the budget holds on the model returned
+    assert "accuracy budget 1 points" in record.notes[0]
+    kept = sum(r["kept"] for r in record.layers) / sum(r["weights"] for r in record.layers)
+    assert kept > 0.03  # it stopped short of the planned 97%
+    # a budget nothing violates changes nothing: the planned sparsity is reached
+    loose = parse_stage({**settings, "max_accuracy_drop": 100.0, "finetune": {"epochs": 0}})
+    full = apply_stage(Artifact(SmallNet()), loose, ctx).records[-1]
+    assert not full.notes
+    assert sum(r["kept"] for r in full.layers) == pytest.approx(0.03 * sum(r["weights"] for r in full.layers), abs=3)
+    unchecked = apply_stage(Artifact(SmallNet()), cfg, context(train=False)).records[-1]  # no validation data
+    assert "NOT enforced" in unchecked.notes[0]

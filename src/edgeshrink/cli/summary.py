@@ -41,5 +41,8 @@ def print_summary(report: dict) -> None:
             f"Huffman streams: {ent['total_bits']:,} bits vs entropy {ent['total_entropy_bits']:,.0f} bits "
             f"(+{ent['overhead_percent']:.2f}%); fixed-width codes: {c['fixed_width_bytes']:,} B"
         )
+    for stage in report["stages"]:
+        for note in stage.get("notes", []):
+            typer.echo(f"{stage['stage']}: {note}")
     folder = Path(c["path"]).parent
     typer.echo(f"wrote {c['path']}, {folder / 'report.json'}, {folder / 'layers.md'}")

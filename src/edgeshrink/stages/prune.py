@@ -13,6 +13,7 @@ last one: recovering at the final sparsity is where longer training pays). Masks
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
@@ -39,6 +40,11 @@ class PruneConfig(StageConfig):
     scope: Scope = Scope()
     finetune: TrainConfig = TrainConfig(epochs=2)
     final_epochs: int | None = Field(None, ge=0, description="epochs after the last round (default: finetune.epochs)")
+    max_accuracy_drop: float | None = Field(
+        None,
+        ge=0,
+        description="points of validation accuracy the stage may lose: rounds stop at the last one within it",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PruneConfig:
@@ -90,6 +96,41 @@ def _round_masks(
     return {name: _keep_top(w, round(w.numel() * (1 - frac * amount[name]))) for name, w in weights.items()}
 
 
+def _reference_accuracy(cfg: PruneConfig, model: nn.Module, ctx: StageContext, notes: list[str]) -> float | None:
+    """The accuracy the budget is measured from (None: no budget, or nothing to measure it with)."""
+    if cfg.max_accuracy_drop is None:
+        return None
+    reference = ctx.accuracy(model)
+    if reference is None:
+        notes.append(
+            f"max_accuracy_drop {cfg.max_accuracy_drop:g} NOT enforced: no validation data "
+            "(pass val_loader= or eval_fn=)"
+        )
+    return reference
+
+
+def _prune_round(model, layers, cfg, amount, std0, i: int, ctx: StageContext) -> list[dict]:
+    """One round: masks for this round's amount, then its fine-tuning."""
+    frac = schedule_fraction(i, cfg.iterations, cfg.schedule)
+    with torch.no_grad():
+        masks = _round_masks(layers, cfg, amount, frac, std0)
+        for name, module in layers:
+            kept = attach_mask(module, "weight", masks[name])
+            if not kept.any():
+                raise ConfigError(
+                    f"prune: round {i} removes every weight of layer {name!r}; lower its quality/sparsity"
+                )
+    train_cfg = cfg.finetune
+    if i == cfg.iterations and cfg.final_epochs is not None:
+        train_cfg = train_cfg.model_copy(update={"epochs": cfg.final_epochs})
+    return [{"round": i, **h} for h in ctx.train(model, train_cfg, f"prune {i}/{cfg.iterations}")]
+
+
+def _sparsity(layers: list[tuple[str, nn.Module]]) -> float:
+    total = sum(m.weight.numel() for _, m in layers)
+    return 1.0 - sum(int(m.weight.detach().count_nonzero()) for _, m in layers) / max(total, 1)
+
+
 @register_stage(PruneConfig)
 def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
     model = artifact.model
@@ -97,22 +138,27 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
     default = cfg.quality if cfg.method == "threshold" else cfg.sparsity
     amount = per_layer(model, layers, cfg.per_layer, default, "prune")
     std0 = {name: float(module.weight.detach().std()) for name, module in layers}
+    notes: list[str] = []
+    reference = _reference_accuracy(cfg, model, ctx, notes)
     history: list[dict] = []
     for i in range(1, cfg.iterations + 1):
-        frac = schedule_fraction(i, cfg.iterations, cfg.schedule)
-        with torch.no_grad():
-            masks = _round_masks(layers, cfg, amount, frac, std0)
-            for name, module in layers:
-                kept = attach_mask(module, "weight", masks[name])
-                if not kept.any():
-                    raise ConfigError(
-                        f"prune: round {i} removes every weight of layer {name!r}; lower its quality/sparsity"
-                    )
-        label = f"prune {i}/{cfg.iterations}"
-        train_cfg = cfg.finetune
-        if i == cfg.iterations and cfg.final_epochs is not None:
-            train_cfg = train_cfg.model_copy(update={"epochs": cfg.final_epochs})
-        history += [{"round": i, **h} for h in ctx.train(model, train_cfg, label)]
+        before = copy.deepcopy(model) if reference is not None else None
+        history += _prune_round(model, layers, cfg, amount, std0, i, ctx)
+        if reference is None:
+            continue
+        accuracy = ctx.accuracy(model)
+        drop = reference - accuracy
+        if drop > cfg.max_accuracy_drop:  # back to the last round within the budget, and stop
+            notes.append(
+                f"accuracy budget {cfg.max_accuracy_drop:g} points: round {i} of {cfg.iterations} lost {drop:.2f} "
+                f"({reference:.2f}% -> {accuracy:.2f}%, {100 * _sparsity(layers):.1f}% sparse); kept "
+                + (f"round {i - 1}" if i > 1 else "the unpruned weights")
+            )
+            model = before
+            layers = select_layers(model, cfg.scope, "prune")
+            break
+    if reference is not None and notes:
+        notes.append(f"sparsity reached: {100 * _sparsity(layers):.1f}% of the selected weights (planned more)")
     rows = []
     for name, module in layers:
         mask = get_mask(module, "weight")
@@ -128,6 +174,11 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
             }
         )
     record = StageRecord(
-        stage="prune", config=cfg.model_dump(mode="json"), layers=rows, accuracy=ctx.accuracy(model), history=history
+        stage="prune",
+        config=cfg.model_dump(mode="json"),
+        layers=rows,
+        accuracy=ctx.accuracy(model),
+        history=history,
+        notes=notes,
     )
-    return artifact.with_record(record)
+    return artifact.with_record(record, model=model)
