@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import torch
 from helpers import SmallNet, loaders
@@ -5,7 +7,7 @@ from helpers import SmallNet, loaders
 from edgeshrink.artifact import Artifact
 from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
 from edgeshrink.stages.share import kmeans_1d
-from edgeshrink.train import fit
+from edgeshrink.train import TrainConfig, fit
 from edgeshrink.weights import get_mask, get_shared
 
 
@@ -64,3 +66,29 @@ def test_kmeans_matches_its_assignments():
     few = np.array([0.5, 0.5, -0.25])
     centroids, labels = kmeans_1d(few, 8)
     assert np.array_equal(centroids[labels], few)  # fewer distinct values than clusters: exact
+
+
+def test_accuracy_budget_raises_the_bits_until_it_holds():
+    torch.manual_seed(0)
+    train_loader, val_loader = loaders()
+    model = SmallNet()
+    fit(model, train_loader, TrainConfig(epochs=3, lr=3e-3))
+    x = val_loader.inputs
+    with torch.no_grad():
+        target = model(x)
+
+    def fidelity(m):  # a user's metric (not top-1): 100 minus the relative output error in percent
+        with torch.no_grad():
+            return 100.0 - 100.0 * float((m(x) - target).abs().mean() / target.abs().mean())
+
+    ctx = StageContext(finetune=None, evaluate=fidelity)
+    cfg = parse_stage({"type": "share", "bits": 1, "max_accuracy_drop": 0.5, "finetune": {"epochs": 0}})
+    one_bit = apply_stage(Artifact(copy.deepcopy(model)), cfg.model_copy(update={"max_accuracy_drop": None}), ctx)
+    assert 100.0 - fidelity(one_bit.model) > 0.5  # the budget has work to do here
+    after = apply_stage(Artifact(model), cfg, ctx)
+    record = after.records[-1]
+    assert 100.0 - fidelity(after.model) <= 0.5
+    assert "one more bit" in record.notes[0] and all(row["bits"] > 1 for row in record.layers)
+    for row in record.layers:  # the codebooks the record states are the ones the model holds
+        w = getattr(after.model, row["layer"]).weight.detach()
+        assert torch.unique(w[w != 0]).numel() <= 2 ** row["bits"]

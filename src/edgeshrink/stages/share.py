@@ -9,11 +9,13 @@ the gradients of their weights summed (see `weights.SharedWeights`).
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator
+from torch import nn
 
 from edgeshrink.artifact import Artifact, StageRecord
 from edgeshrink.scope import Scope, per_layer, select_layers
@@ -23,6 +25,7 @@ from edgeshrink.train import TrainConfig
 from edgeshrink.weights import attach_codebook, get_mask
 
 Init = Literal["linear", "density", "random"]
+MAX_BUDGET_BITS = 8  # the budget raises a layer's bits up to here
 
 
 class ShareConfig(StageConfig):
@@ -32,6 +35,9 @@ class ShareConfig(StageConfig):
     init: Init = "linear"
     scope: Scope = Scope()
     finetune: TrainConfig = TrainConfig(epochs=2, lr=1e-4)
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, description="points of validation accuracy the stage may lose: raise the bits until it holds"
+    )
 
     @field_validator("per_layer")
     @classmethod
@@ -70,11 +76,8 @@ def kmeans_1d(values: np.ndarray, k: int, init: Init = "linear", seed: int = 0) 
     return centroids[order], rank[km.labels_]
 
 
-@register_stage(ShareConfig)
-def share(artifact: Artifact, cfg: ShareConfig, ctx: StageContext) -> Artifact:
-    model = artifact.model
-    layers = select_layers(model, cfg.scope, "share")
-    bits = per_layer(model, layers, cfg.per_layer, cfg.bits, "share")
+def _cluster(model: nn.Module, layers, bits: dict[str, int], cfg: ShareConfig, seed: int) -> tuple[list, list]:
+    """Attach a codebook of at most 2^bits values to each layer; returns (rows, layers put on a grid)."""
     rows, on_grid = [], []
     was_training = model.training
     model.eval()  # a quantized layer's weights as its codes x scale
@@ -88,7 +91,7 @@ def share(artifact: Artifact, cfg: ShareConfig, ctx: StageContext) -> Artifact:
             if values.size == 0:
                 centroids = np.zeros(0)
             else:
-                centroids, labels = kmeans_1d(values, 2 ** bits[name], cfg.init, ctx.seed)
+                centroids, labels = kmeans_1d(values, 2 ** bits[name], cfg.init, seed)
                 assignment[keep] = torch.from_numpy(labels.astype(np.int64))
             if weight_quantizer(module) is not None:  # after quantize: the codebook on the layer's grid
                 share_quantized(module, torch.from_numpy(centroids).float(), assignment)
@@ -106,17 +109,44 @@ def share(artifact: Artifact, cfg: ShareConfig, ctx: StageContext) -> Artifact:
                 }
             )
     model.train(was_training)
-    history = ctx.train(model, cfg.finetune, "share: centroid fine-tuning")
-    notes = [f"quantized layers shared on one integer grid per tensor: {', '.join(on_grid)}"] if on_grid else []
+    return rows, on_grid
+
+
+def _within_budget(cfg: ShareConfig, reference: float | None, accuracy: float | None) -> bool:
+    return reference is None or accuracy is None or reference - accuracy <= cfg.max_accuracy_drop
+
+
+@register_stage(ShareConfig)
+def share(artifact: Artifact, cfg: ShareConfig, ctx: StageContext) -> Artifact:
+    layers = select_layers(artifact.model, cfg.scope, "share")
+    bits = per_layer(artifact.model, layers, cfg.per_layer, cfg.bits, "share")
+    notes: list[str] = []
+    reference = None if cfg.max_accuracy_drop is None else ctx.accuracy(artifact.model)
+    if cfg.max_accuracy_drop is not None and reference is None:
+        notes.append(f"max_accuracy_drop {cfg.max_accuracy_drop:g} NOT enforced: no validation data")
+    original = copy.deepcopy(artifact.model) if reference is not None else None
+    history: list[dict] = []
+    while True:
+        model = artifact.model if original is None else copy.deepcopy(original)
+        layers = select_layers(model, cfg.scope, "share")
+        rows, on_grid = _cluster(model, layers, bits, cfg, ctx.seed)
+        history += ctx.train(model, cfg.finetune, "share: centroid fine-tuning")
+        accuracy = ctx.accuracy(model)
+        if _within_budget(cfg, reference, accuracy) or min(bits.values()) >= MAX_BUDGET_BITS:
+            break
+        notes.append(
+            f"accuracy budget {cfg.max_accuracy_drop:g} points: {reference - accuracy:.2f} lost at "
+            f"{'/'.join(str(b) for b in sorted(set(bits.values())))} bits; one more bit per layer"
+        )
+        bits = {name: b if b >= MAX_BUDGET_BITS else b + 1 for name, b in bits.items()}
+    if not _within_budget(cfg, reference, accuracy):
+        notes.append(f"accuracy budget {cfg.max_accuracy_drop:g} points NOT met at {MAX_BUDGET_BITS} bits")
+    if on_grid:
+        notes.append(f"quantized layers shared on one integer grid per tensor: {', '.join(on_grid)}")
     record = StageRecord(
-        stage="share",
-        config=cfg.model_dump(mode="json"),
-        layers=rows,
-        accuracy=ctx.accuracy(model),
-        history=history,
-        notes=notes,
+        stage="share", config=cfg.model_dump(mode="json"), layers=rows, accuracy=accuracy, history=history, notes=notes
     )
     quantization = artifact.quantization
     if quantization is not None and on_grid:
         quantization = quantization.model_copy(update={"per_tensor": sorted({*quantization.per_tensor, *on_grid})})
-    return artifact.with_record(record, quantization=quantization)
+    return artifact.with_record(record, model=model, quantization=quantization)
