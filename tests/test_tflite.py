@@ -111,7 +111,9 @@ def test_dynamic_range_has_int8_weights_and_float_io(tmp_path, data):
     assert dyn.parity["top1_agreement"] >= 99.0
 
 
-@pytest.mark.parametrize("task_name", list_tasks())
+# MobileNetV2 (17 s here) is left to the ONNX stage contract; its depthwise int8 path to TFLite is
+# covered by tests/test_layer_families.py
+@pytest.mark.parametrize("task_name", [t for t in list_tasks() if "mobilenet" not in t])
 def test_every_task_model_exports_fp32_and_int8(task_name, tmp_path):
     task = load_task(task_name)
     torch.manual_seed(0)

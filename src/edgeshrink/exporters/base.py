@@ -148,6 +148,12 @@ def format_for(path: str | Path) -> str:
     raise ExportError(f"cannot tell the export format from {Path(path).name!r}: pass format= ({', '.join(_EXPORTERS)})")
 
 
+def as_input(x: torch.Tensor) -> torch.Tensor:
+    """What a file is fed: float inputs as float32 (the files' input type, also for float16 models);
+    integer inputs (token ids, class indices) keep their integer type."""
+    return x.float() if x.is_floating_point() else x
+
+
 def export_model(
     model: nn.Module,
     path: str | Path,
@@ -166,7 +172,7 @@ def export_model(
     exporter = get_exporter(format)
     exporter.require()
     resolved = {**exporter.resolve(dict(options or {})), "threads": threads}
-    built = exporter.build(copy.deepcopy(model).eval(), example_input.float(), resolved, calibration)
+    built = exporter.build(copy.deepcopy(model).eval(), as_input(example_input), resolved, calibration)
     result = ExportResult(
         Path(path), len(built.data), built.precision, exporter.name, exporter.runtime, built.activation_type
     )
@@ -177,7 +183,7 @@ def export_model(
         built.notes,
     )
     if verify:
-        batches = [x.float() for x in verify_batches] or [example_input.float()]
+        batches = [as_input(x) for x in verify_batches] or [as_input(example_input)]
         try:
             runner = exporter.runner(built.data, threads)
         except RuntimeLoadError as exc:

@@ -79,8 +79,13 @@ def _weight_initializer(inits: dict[str, onnx.TensorProto], w: QuantizedWeight) 
     name = f"{w.layer}.weight"
     if name in inits:
         return name, False
-    if w.integers.ndim == 2 and not w.group_size:
-        target = (w.integers * w.scale.reshape(-1, 1)).T.astype(np.float32)
+    if w.integers.ndim == 2:
+        scale = (
+            np.repeat(w.scale, w.group_size, axis=1)[:, : w.integers.shape[1]]
+            if w.group_size
+            else w.scale.reshape(-1, 1)
+        )
+        target = (w.integers * scale).T.astype(np.float32)
         for init in inits.values():
             if tuple(init.dims) == target.shape and init.data_type == TensorProto.FLOAT:
                 value = numpy_helper.to_array(init)
@@ -105,10 +110,14 @@ def rewrite_weights(model: onnx.ModelProto, weights: list[QuantizedWeight]) -> l
         graph.initializer.remove(inits[name])
         key = f"{w.layer}.weight"
         q_name, s_name, z_name = f"{key}_quantized", f"{key}_scale", f"{key}_zero_point"
+        scale = w.scale.T if transposed else w.scale  # transposed blocked scales: [in / group, out]
         graph.initializer.append(integer_tensor(q_name, ints, storage))
-        graph.initializer.append(numpy_helper.from_array(w.scale.astype(np.float32), s_name))
-        graph.initializer.append(integer_tensor(z_name, np.zeros(w.scale.shape, dtype=np.int64), storage))
-        attrs = {"axis": 1, "block_size": w.group_size} if w.group_size else {"axis": 1 if transposed else 0}
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(scale, dtype=np.float32), s_name))
+        graph.initializer.append(integer_tensor(z_name, np.zeros(scale.shape, dtype=np.int64), storage))
+        if w.group_size:
+            attrs = {"axis": 0 if transposed else 1, "block_size": w.group_size}
+        else:
+            attrs = {"axis": 1 if transposed else 0}
         new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [name], **attrs))
         row = {"layer": w.layer, "weight": f"INT{storage}" if storage < 8 else "INT8", "bias": "float"}
         consumer = consumers[0]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from edgeshrink.errors import ExportError
-from edgeshrink.exporters.base import Built, Exporter, Runner, register_exporter
+from edgeshrink.exporters.base import Built, Exporter, Runner, as_input, register_exporter
 from edgeshrink.exporters.onnx_build import output_step
 from edgeshrink.exporters.tflite_build import convert, dynamic_int8, float16_weights, litert_int8_copy
 from edgeshrink.quant.half import is_half
@@ -75,7 +75,7 @@ def tflite_bytes(
 ) -> tuple[bytes, nn.Module, list[str]]:
     """(bytes, the model they reproduce, notes) of one mode."""
     notes: list[str] = []
-    example = example[:1].float()
+    example = as_input(example[:1])
     if mode == "int8":
         reference = _int8_reference(model, calibration, notes)
         ready, more = litert_int8_copy(reference)

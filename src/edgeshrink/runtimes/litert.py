@@ -84,7 +84,7 @@ def io_quantization(detail: dict) -> tuple[float, int] | None:
 def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
     """Float input -> what the tensor takes: q = clip(round(x / scale) + zero_point) for an int8 input."""
     q = io_quantization(detail)
-    if q is None:
+    if q is None or not np.issubdtype(x.dtype, np.floating):  # integer inputs (token ids) go in as they are
         return np.ascontiguousarray(x, dtype=detail["dtype"])
     info = np.iinfo(detail["dtype"])
     return np.clip(np.round(x / q[0]) + q[1], info.min, info.max).astype(detail["dtype"])

@@ -10,6 +10,10 @@ Two thread-pool settings (`pool`), both fair to models timed interleaved in one 
   app that runs one model sees; idle sessions hold no threads, so interleaving stays fair. ONNX
   Runtime fixes this pool's size once per process, and once it exists no session may own a pool.
 See docs/design.md.
+
+Graphs with float16 tensors are optimized at most at ORT_ENABLE_EXTENDED: ONNX Runtime 1.32 crashes
+the process (segmentation fault, no exception to catch) creating an ORT_ENABLE_ALL session of an fp16
+transformer encoder (tests/test_layer_families.py).
 """
 
 from __future__ import annotations
@@ -22,9 +26,24 @@ import numpy as np
 from edgeshrink.errors import ConfigError, RuntimeLoadError
 from edgeshrink.runtimes.timing import Timing, time_calls_interleaved
 
-Level = str  # "all" | "basic" | "disable"
+Level = str  # "all" | "extended" | "basic" | "disable"
 Pool = str  # "session" | "shared"
 _shared_pool_threads: int | None = None
+
+
+def has_float16(model: str | Path | bytes) -> bool:
+    """Whether an ONNX model stores float16 initializers (read without external data)."""
+    import onnx
+
+    try:
+        proto = (
+            onnx.load_from_string(model)
+            if isinstance(model, bytes)
+            else onnx.load(str(model), load_external_data=False)
+        )
+    except Exception:  # unreadable: let ONNX Runtime say why
+        return False
+    return any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
 
 
 def make_session(model: str | Path | bytes, threads: int = 2, level: Level = "all", pool: Pool = "session"):
@@ -48,8 +67,11 @@ def make_session(model: str | Path | bytes, threads: int = 2, level: Level = "al
     else:
         raise ConfigError(f"pool {pool!r} is not known: use 'session' or 'shared'")
     options.log_severity_level = 3
+    if level == "all" and has_float16(model):
+        level = "extended"  # see the module docstring: ORT_ENABLE_ALL crashes on some fp16 graphs
     options.graph_optimization_level = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     }[level]
@@ -78,15 +100,23 @@ def share_thread_pool(threads: int) -> None:
     _shared_pool_threads = threads
 
 
+ONNX_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def feed(session, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """The session's input, in the type the file declares (float32 for float models, int64 for token ids)."""
+    first = session.get_inputs()[0]
+    return {first.name: np.ascontiguousarray(inputs, dtype=ONNX_INPUT_TYPES.get(first.type, np.float32))}
+
+
 def run_session(session, inputs: np.ndarray) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    return session.run(None, {name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+    return session.run(None, feed(session, inputs))[0]
 
 
 def session_call(session, inputs: np.ndarray) -> Callable[[], object]:
     """A zero-argument call that runs an ONNX Runtime session on `inputs` (for timing)."""
-    feed = {session.get_inputs()[0].name: np.ascontiguousarray(inputs, dtype=np.float32)}
-    return lambda: session.run(None, feed)
+    prepared = feed(session, inputs)
+    return lambda: session.run(None, prepared)
 
 
 def time_interleaved(
