@@ -30,7 +30,7 @@ MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 # Functions over the budget when the check was introduced, with their length then: they may shrink, not grow.
 KNOWN_LONG = {("quant/prepare.py", "prepare"): 79, ("train.py", "fit"): 70, ("measure/onnx_graph.py", "from_onnx"): 62,
-              ("pipeline/run.py", "compress"): 62}  # fmt: skip
+              ("pipeline/run.py", "compress"): 61}  # fmt: skip
 
 
 def _unit(path: Path) -> str:

@@ -1,9 +1,11 @@
 import copy
 
 import numpy as np
+import pytest
 import torch
 from helpers import SmallNet, loaders
 
+import edgeshrink
 from edgeshrink.artifact import Artifact
 from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
 from edgeshrink.stages.share import kmeans_1d
@@ -92,3 +94,28 @@ def test_accuracy_budget_raises_the_bits_until_it_holds():
     for row in record.layers:  # the codebooks the record states are the ones the model holds
         w = getattr(after.model, row["layer"]).weight.detach()
         assert torch.unique(w[w != 0]).numel() <= 2 ** row["bits"]
+
+
+def test_a_missed_budget_is_noted_and_strict_makes_it_an_error(tmp_path):
+    torch.manual_seed(0)
+    train_loader, val_loader = loaders()
+    model = SmallNet()
+    fit(model, train_loader, TrainConfig(epochs=2, lr=3e-3))
+    x = val_loader.inputs
+    with torch.no_grad():
+        target = model(x)
+
+    def fidelity(m):  # exact reproduction scores 100: a zero budget cannot be met by 7-bit sharing
+        with torch.no_grad():
+            return 100.0 - 100.0 * float((m(x) - target).abs().mean() / target.abs().mean())
+
+    recipe = edgeshrink.Recipe(
+        name="tight",
+        stages=[parse_stage({"type": "share", "bits": 7, "max_accuracy_drop": 0.0, "finetune": {"epochs": 0}})],
+    )
+    result = edgeshrink.compress(model, recipe, eval_fn=fidelity, out=tmp_path / "loose", progress=False)
+    stage = result.report["stages"][0]
+    assert stage["budget_met"] is False and "NOT met" in stage["notes"][-1]
+    with pytest.raises(edgeshrink.EdgeshrinkError, match="NOT met.*strict"):
+        edgeshrink.compress(model, recipe, eval_fn=fidelity, out=tmp_path / "strict", progress=False, strict=True)
+    assert not (tmp_path / "strict" / "model.eshrink").exists()

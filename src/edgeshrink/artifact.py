@@ -50,6 +50,7 @@ class StageRecord(BaseModel):
     edits: list[dict] = []  # structural edits as data (channels removed), replayable: see architecture.py
     seconds: float = 0.0
     notes: list[str] = []
+    budget_met: bool | None = None  # None: the stage had no accuracy budget, or nothing to measure it with
 
 
 @dataclass

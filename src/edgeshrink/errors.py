@@ -42,5 +42,9 @@ class RuntimeLoadError(EdgeshrinkError):
     """A runtime (ONNX Runtime, LiteRT) refuses to load a model file."""
 
 
+class BudgetError(EdgeshrinkError):
+    """A stage lost more accuracy than its budget allows, and the run was strict."""
+
+
 class TrainingDivergedError(EdgeshrinkError):
     """Training produced a non-finite loss (learning rate too high, bad data)."""

@@ -58,6 +58,9 @@ def compress(
     baseline_epochs: Annotated[int | None, typer.Option(help="epochs when training the baseline here")] = None,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="fail (and write nothing) when a stage misses its accuracy budget")
+    ] = False,
 ) -> None:
     """Compress a task's model with a recipe; writes the container, report.json and the layer table."""
     from edgeshrink.cli.summary import print_summary
@@ -87,6 +90,7 @@ def compress(
         arch=arch,
         progress=not quiet,
         baseline_accuracy=acc,
+        strict=strict,
     )
     print_summary(result.report)
 

@@ -17,7 +17,7 @@ from torch import nn
 from edgeshrink.architecture import Arch
 from edgeshrink.artifact import Artifact
 from edgeshrink.encode.container import state_to_bytes
-from edgeshrink.errors import ConfigError
+from edgeshrink.errors import BudgetError, ConfigError
 from edgeshrink.files import atomic_write
 from edgeshrink.io import CONTAINER_NAME, REPORT_NAME, header_meta, save
 from edgeshrink.io.storage import storage_state
@@ -29,7 +29,7 @@ from edgeshrink.recipes import Recipe, load_recipe
 from edgeshrink.report.layers import to_markdown
 from edgeshrink.report.run import run_report
 from edgeshrink.scope import select_layers
-from edgeshrink.stages.base import apply_stage
+from edgeshrink.stages.base import StageContext, apply_stage
 from edgeshrink.train import Progress, seed_everything
 from edgeshrink.weights import has_parametrizations
 
@@ -62,6 +62,18 @@ def _fixed_width_twin(artifact: Artifact, packed) -> object:
     )
 
 
+def _run_stages(artifact: Artifact, recipe: Recipe, ctx: StageContext, log: RunLog, strict: bool) -> Artifact:
+    """The recipe's stages in order, each logged; with `strict`, a missed accuracy budget stops the run."""
+    for i, cfg in enumerate(recipe.stages, 1):
+        ctx.progress.line(f"stage {i}/{len(recipe.stages)}: {cfg.type}")
+        artifact = apply_stage(artifact, cfg, ctx)
+        if strict and artifact.records[-1].budget_met is False:
+            note = artifact.records[-1].notes[-1]
+            raise BudgetError(f"recipe {recipe.name!r}, stage {i} ({cfg.type}): {note} (strict)")
+        log.after_stage(artifact)
+    return artifact
+
+
 def compress(
     model: nn.Module,
     recipe: str | Path | Recipe | dict = "deep-compression",
@@ -76,6 +88,7 @@ def compress(
     progress: bool = True,
     baseline_accuracy: float | None = None,
     calibration_loader: Batches | None = None,
+    strict: bool = False,
 ) -> CompressResult:
     """Compress a trained `model` with a recipe (a built-in name, a TOML path or a `Recipe`).
 
@@ -83,7 +96,8 @@ def compress(
     Accuracy is measured with `eval_fn(model) -> percent`, or top-1 on `val_loader`. The input model
     is left untouched. Quantization calibrates on `calibration_loader` (default: `train_loader`, else
     `val_loader`). Every scope of the recipe is checked against the model before the first stage runs.
-    Writes `out/model.eshrink`, `out/report.json` and `out/layers.md`.
+    Writes `out/model.eshrink`, `out/report.json` and `out/layers.md`. With `strict`, a stage that
+    misses its accuracy budget (`max_accuracy_drop`) is an error and nothing is written.
     """
     recipe = load_recipe(recipe)
     if has_parametrizations(model):
@@ -110,10 +124,7 @@ def compress(
     )
     accuracy = baseline_accuracy if baseline_accuracy is not None else ctx.accuracy(artifact.model)
     log = RunLog(artifact, recipe.encode, accuracy, bar)
-    for i, cfg in enumerate(recipe.stages, 1):
-        bar.line(f"stage {i}/{len(recipe.stages)}: {cfg.type}")
-        artifact = apply_stage(artifact, cfg, ctx)
-        log.after_stage(artifact)
+    artifact = _run_stages(artifact, recipe, ctx, log, strict)
     out_dir = Path(out)
     packed = save(artifact, out_dir / CONTAINER_NAME, recipe.encode)
     batch = ctx.example_input if val_loader is None else next(iter(val_loader))[0]

@@ -120,10 +120,18 @@ def apply_stage(artifact: Artifact, config: StageConfig, ctx: StageContext) -> A
     handler = _STAGES[config.type][1]
     started = time.perf_counter()
     before = len(artifact.records)
+    budget = getattr(config, "max_accuracy_drop", None)
+    reference = ctx.accuracy(artifact.model) if budget is not None else None
     result = handler(artifact, config, ctx)
     if len(result.records) != before + 1:
         raise RuntimeError(f"stage {config.type!r} must append exactly one StageRecord to the artifact")
-    result.records[-1].seconds = time.perf_counter() - started
+    record = result.records[-1]
+    record.seconds = time.perf_counter() - started
+    if reference is not None and record.accuracy is not None:
+        drop = reference - record.accuracy
+        record.budget_met = drop <= budget + 1e-9
+        if not record.budget_met:
+            record.notes.append(f"accuracy budget {budget:g} points NOT met: the stage lost {drop:.2f}")
     return result
 
 
