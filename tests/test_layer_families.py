@@ -15,8 +15,6 @@ from edgeshrink.artifact import Artifact
 from edgeshrink.errors import ExportError
 from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
 
-# ruff: noqa: E702
-
 
 class Conv1dNet(nn.Module):
     def __init__(s):

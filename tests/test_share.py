@@ -70,19 +70,26 @@ def test_kmeans_matches_its_assignments():
     assert np.array_equal(centroids[labels], few)  # fewer distinct values than clusters: exact
 
 
-def test_accuracy_budget_raises_the_bits_until_it_holds():
+def trained_with_fidelity(epochs):
+    """A trained SmallNet and a user's metric that is not top-1: 100 minus the relative output error (in
+    percent) against the trained model's own outputs, so only an exact reproduction scores 100."""
     torch.manual_seed(0)
     train_loader, val_loader = loaders()
     model = SmallNet()
-    fit(model, train_loader, TrainConfig(epochs=3, lr=3e-3))
+    fit(model, train_loader, TrainConfig(epochs=epochs, lr=3e-3))
     x = val_loader.inputs
     with torch.no_grad():
         target = model(x)
 
-    def fidelity(m):  # a user's metric (not top-1): 100 minus the relative output error in percent
+    def fidelity(m):
         with torch.no_grad():
             return 100.0 - 100.0 * float((m(x) - target).abs().mean() / target.abs().mean())
 
+    return model, fidelity
+
+
+def test_accuracy_budget_raises_the_bits_until_it_holds():
+    model, fidelity = trained_with_fidelity(epochs=3)
     ctx = StageContext(finetune=None, evaluate=fidelity)
     cfg = parse_stage({"type": "share", "bits": 1, "max_accuracy_drop": 0.5, "finetune": {"epochs": 0}})
     one_bit = apply_stage(Artifact(copy.deepcopy(model)), cfg.model_copy(update={"max_accuracy_drop": None}), ctx)
@@ -97,18 +104,7 @@ def test_accuracy_budget_raises_the_bits_until_it_holds():
 
 
 def test_a_missed_budget_is_noted_and_strict_makes_it_an_error(tmp_path):
-    torch.manual_seed(0)
-    train_loader, val_loader = loaders()
-    model = SmallNet()
-    fit(model, train_loader, TrainConfig(epochs=2, lr=3e-3))
-    x = val_loader.inputs
-    with torch.no_grad():
-        target = model(x)
-
-    def fidelity(m):  # exact reproduction scores 100: a zero budget cannot be met by 7-bit sharing
-        with torch.no_grad():
-            return 100.0 - 100.0 * float((m(x) - target).abs().mean() / target.abs().mean())
-
+    model, fidelity = trained_with_fidelity(epochs=2)  # a zero budget: 7-bit sharing cannot meet it
     recipe = edgeshrink.Recipe(
         name="tight",
         stages=[parse_stage({"type": "share", "bits": 7, "max_accuracy_drop": 0.0, "finetune": {"epochs": 0}})],

@@ -16,13 +16,18 @@ from edgeshrink.train import TrainConfig, fit
 BITS = 3
 
 
-def _shared_then_quantized():
+def _trained():
+    """(a trained SmallNet as an artifact, a context that calibrates on the validation inputs, those data)."""
     torch.manual_seed(0)
     train, val = loaders()
     model = SmallNet()
     fit(model, train, TrainConfig(epochs=3, lr=3e-3))
     ctx = StageContext(None, None, example_input=val.inputs[:1], calibration=[(val.inputs, None)])
-    art = Artifact(model.eval(), example_input=val.inputs[:1])
+    return Artifact(model.eval(), example_input=val.inputs[:1]), ctx, val
+
+
+def _shared_then_quantized():
+    art, ctx, val = _trained()
     for stage in (
         {"type": "prune", "method": "sparsity", "sparsity": 0.6, "finetune": {"epochs": 0}},
         {"type": "share", "bits": BITS, "finetune": {"epochs": 0}},
@@ -64,12 +69,7 @@ def test_share_then_int8_is_no_larger_and_keeps_the_codebook_size(tmp_path):
 
 
 def test_quantize_then_share_puts_the_codebook_on_one_grid(tmp_path):
-    torch.manual_seed(0)
-    train, val = loaders()
-    model = SmallNet()
-    fit(model, train, TrainConfig(epochs=3, lr=3e-3))
-    ctx = StageContext(None, None, example_input=val.inputs[:1], calibration=[(val.inputs, None)])
-    art = Artifact(model.eval(), example_input=val.inputs[:1])
+    art, ctx, val = _trained()
     art = apply_stage(art, parse_stage({"type": "quantize", "calibration": "minmax"}), ctx)
     quantized_bytes = to_bytes(art).nbytes
     art = apply_stage(art, parse_stage({"type": "share", "bits": BITS, "finetune": {"epochs": 0}}), ctx)

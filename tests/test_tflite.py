@@ -192,3 +192,11 @@ def test_profile_reads_tflite(tmp_path, data):
     assert p.weights.parameters == sum(t.numel() for t in model.parameters())  # oracle: torch
     assert p.macs.dense == count_macs(model, data.shape[1:])
     assert p.latency["litert"].median_ms > 0
+
+
+def test_a_tflite_file_is_recognised_by_its_content(tmp_path, data):
+    torch.manual_seed(0)
+    edgeshrink.export_tflite(SmallNet().eval(), tmp_path / "m.tflite", data[:1], verify=False, quantize="none")
+    renamed = tmp_path / "model.bin"
+    (tmp_path / "m.tflite").rename(renamed)
+    assert edgeshrink.profile(renamed, latency=False).source.kind == "tflite"

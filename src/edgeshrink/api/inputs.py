@@ -42,7 +42,15 @@ def with_zoo_name(art: Artifact, model_name: str | None) -> Artifact:
 
 
 def is_exported_file(obj: Any) -> bool:
-    return isinstance(obj, str | Path) and Path(obj).suffix.lower() in EXPORTED_SUFFIXES
+    """An .onnx or .tflite path, or a file carrying the TFLite identifier under another name."""
+    if not isinstance(obj, str | Path):
+        return False
+    path = Path(obj)
+    if path.suffix.lower() in EXPORTED_SUFFIXES:
+        return True
+    from edgeshrink.measure.tflite_graph import is_tflite
+
+    return path.is_file() and is_tflite(path)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ the built-in loop or the user's own `train_fn`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class StageContext:
     # n -> up to n training batches, for stages that need data but no training (importance, sensitivity)
     batches: Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
     calibration: Batches | None = None  # batches for quantization ranges
+    # accuracy when the stage started, measured by apply_stage for stages with a max_accuracy_drop
+    start_accuracy: float | None = None
 
     def train(self, model: nn.Module, cfg: TrainConfig, label: str) -> list[dict]:
         """Fine-tune for `cfg.epochs` epochs (no-op at 0); an error if nobody can train."""
@@ -122,12 +125,14 @@ def apply_stage(artifact: Artifact, config: StageConfig, ctx: StageContext) -> A
     before = len(artifact.records)
     budget = getattr(config, "max_accuracy_drop", None)
     reference = ctx.accuracy(artifact.model) if budget is not None else None
-    result = handler(artifact, config, ctx)
+    result = handler(artifact, config, dataclasses.replace(ctx, start_accuracy=reference))
     if len(result.records) != before + 1:
         raise RuntimeError(f"stage {config.type!r} must append exactly one StageRecord to the artifact")
     record = result.records[-1]
     record.seconds = time.perf_counter() - started
-    if reference is not None and record.accuracy is not None:
+    if budget is not None and (reference is None or record.accuracy is None):
+        record.notes.append(f"max_accuracy_drop {budget:g} NOT enforced: no validation data (val_loader= or eval_fn=)")
+    elif budget is not None:
         drop = reference - record.accuracy
         record.budget_met = drop <= budget + 1e-9
         if not record.budget_met:

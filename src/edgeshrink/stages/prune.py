@@ -96,19 +96,6 @@ def _round_masks(
     return {name: _keep_top(w, round(w.numel() * (1 - frac * amount[name]))) for name, w in weights.items()}
 
 
-def _reference_accuracy(cfg: PruneConfig, model: nn.Module, ctx: StageContext, notes: list[str]) -> float | None:
-    """The accuracy the budget is measured from (None: no budget, or nothing to measure it with)."""
-    if cfg.max_accuracy_drop is None:
-        return None
-    reference = ctx.accuracy(model)
-    if reference is None:
-        notes.append(
-            f"max_accuracy_drop {cfg.max_accuracy_drop:g} NOT enforced: no validation data "
-            "(pass val_loader= or eval_fn=)"
-        )
-    return reference
-
-
 def _prune_round(model, layers, cfg, amount, std0, i: int, ctx: StageContext) -> list[dict]:
     """One round: masks for this round's amount, then its fine-tuning."""
     frac = schedule_fraction(i, cfg.iterations, cfg.schedule)
@@ -139,7 +126,7 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
     amount = per_layer(model, layers, cfg.per_layer, default, "prune")
     std0 = {name: float(module.weight.detach().std()) for name, module in layers}
     notes: list[str] = []
-    reference = _reference_accuracy(cfg, model, ctx, notes)
+    reference = ctx.start_accuracy  # set by apply_stage when the stage has a budget and validation data
     history: list[dict] = []
     for i in range(1, cfg.iterations + 1):
         before = copy.deepcopy(model) if reference is not None else None
@@ -157,7 +144,7 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
             model = before
             layers = select_layers(model, cfg.scope, "prune")
             break
-    if reference is not None and notes:
+    if notes:
         notes.append(f"sparsity reached: {100 * _sparsity(layers):.1f}% of the selected weights (planned more)")
     rows = []
     for name, module in layers:

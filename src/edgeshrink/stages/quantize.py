@@ -158,7 +158,8 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
             raise ConfigError(
                 "quantize: sensitivity / max_accuracy_drop needs validation data (val_loader= or eval_fn=)"
             )
-        bits, sensitivity, built = _mixed_precision(build, bits, cfg, ctx, ctx.accuracy(model), notes)
+        reference = ctx.start_accuracy if ctx.start_accuracy is not None else ctx.accuracy(model)
+        bits, sensitivity, built = _mixed_precision(build, bits, cfg, ctx, reference, notes)
     quantized, plan = built or build(bits)
     history = ctx.train(quantized, cfg.finetune, "quantize (QAT)")
     for _, quantizer in activation_quantizers(quantized):

@@ -121,9 +121,7 @@ def share(artifact: Artifact, cfg: ShareConfig, ctx: StageContext) -> Artifact:
     layers = select_layers(artifact.model, cfg.scope, "share")
     bits = per_layer(artifact.model, layers, cfg.per_layer, cfg.bits, "share")
     notes: list[str] = []
-    reference = None if cfg.max_accuracy_drop is None else ctx.accuracy(artifact.model)
-    if cfg.max_accuracy_drop is not None and reference is None:
-        notes.append(f"max_accuracy_drop {cfg.max_accuracy_drop:g} NOT enforced: no validation data")
+    reference = ctx.start_accuracy  # set by apply_stage when the stage has a budget and validation data
     original = copy.deepcopy(artifact.model) if reference is not None else None
     history: list[dict] = []
     while True:
@@ -139,8 +137,6 @@ def share(artifact: Artifact, cfg: ShareConfig, ctx: StageContext) -> Artifact:
             f"{'/'.join(str(b) for b in sorted(set(bits.values())))} bits; one more bit per layer"
         )
         bits = {name: b if b >= MAX_BUDGET_BITS else b + 1 for name, b in bits.items()}
-    if not _within_budget(cfg, reference, accuracy):
-        notes.append(f"accuracy budget {cfg.max_accuracy_drop:g} points NOT met at {MAX_BUDGET_BITS} bits")
     if on_grid:
         notes.append(f"quantized layers shared on one integer grid per tensor: {', '.join(on_grid)}")
     record = StageRecord(
