@@ -44,5 +44,7 @@ def print_summary(report: dict) -> None:
     for stage in report["stages"]:
         for note in stage.get("notes", []):
             typer.echo(f"{stage['stage']}: {note}")
+    if report.get("budget"):
+        typer.echo(report["budget"]["note"])
     folder = Path(c["path"]).parent
     typer.echo(f"wrote {c['path']}, {folder / 'report.json'}, {folder / 'layers.md'}")

@@ -28,6 +28,7 @@ class RunLog:
         self.histograms = WeightHistograms(model)
         self.histograms.add("baseline", model)
         self.stages: list[dict] = []
+        self.budget: dict | None = None  # the recipe's budget, judged after the last stage (pipeline/budget.py)
 
     def after_stage(self, artifact: Artifact) -> None:
         record = artifact.records[-1].model_dump()

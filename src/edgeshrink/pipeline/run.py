@@ -21,6 +21,7 @@ from edgeshrink.errors import BudgetError, ConfigError
 from edgeshrink.files import atomic_write
 from edgeshrink.io import CONTAINER_NAME, REPORT_NAME, header_meta, save
 from edgeshrink.io.storage import storage_state
+from edgeshrink.pipeline.budget import recipe_budget, with_remaining_budget
 from edgeshrink.pipeline.checks import check_recipe
 from edgeshrink.pipeline.context import frozen_teacher, make_context
 from edgeshrink.pipeline.log import RunLog
@@ -63,14 +64,23 @@ def _fixed_width_twin(artifact: Artifact, packed) -> object:
 
 
 def _run_stages(artifact: Artifact, recipe: Recipe, ctx: StageContext, log: RunLog, strict: bool) -> Artifact:
-    """The recipe's stages in order, each logged; with `strict`, a missed accuracy budget stops the run."""
+    """The recipe's stages in order, each logged and given what is left of the recipe's accuracy budget;
+    with `strict`, a missed budget (a stage's or the recipe's) stops the run before anything is written."""
+    baseline = current = log.baseline["accuracy"]
     for i, cfg in enumerate(recipe.stages, 1):
         ctx.progress.line(f"stage {i}/{len(recipe.stages)}: {cfg.type}")
-        artifact = apply_stage(artifact, cfg, ctx)
-        if strict and artifact.records[-1].budget_met is False:
-            note = artifact.records[-1].notes[-1]
-            raise BudgetError(f"recipe {recipe.name!r}, stage {i} ({cfg.type}): {note} (strict)")
+        artifact = apply_stage(artifact, with_remaining_budget(cfg, recipe.max_accuracy_drop, baseline, current), ctx)
+        record = artifact.records[-1]
+        if strict and record.budget_met is False:
+            raise BudgetError(f"recipe {recipe.name!r}, stage {i} ({cfg.type}): {record.notes[-1]} (strict)")
+        current = record.accuracy if record.accuracy is not None else current
         log.after_stage(artifact)
+    final = artifact.records[-1].accuracy if artifact.records else baseline
+    log.budget = recipe_budget(recipe.max_accuracy_drop, baseline, final)
+    if log.budget is not None:
+        ctx.progress.line(log.budget["note"])
+        if strict and log.budget["met"] is False:
+            raise BudgetError(f"recipe {recipe.name!r}: {log.budget['note']} (strict)")
     return artifact
 
 
@@ -97,7 +107,7 @@ def compress(
     is left untouched. Quantization calibrates on `calibration_loader` (default: `train_loader`, else
     `val_loader`). Every scope of the recipe is checked against the model before the first stage runs.
     Writes `out/model.eshrink`, `out/report.json` and `out/layers.md`. With `strict`, a stage that
-    misses its accuracy budget (`max_accuracy_drop`) is an error and nothing is written.
+    (or a run) that misses its accuracy budget (`max_accuracy_drop`) is an error; nothing is written.
     """
     recipe = load_recipe(recipe)
     if has_parametrizations(model):

@@ -2,10 +2,12 @@
 
 A recipe file has `[[stages]]` tables (each with a `type`: prune, share, channels, quantize, half) and
 an optional `[encode]` table (how the container is written: Huffman or fixed-width codes, index
-widths). For files written before `[encode]` existed, a last `[[stages]]` entry of type "encode" is
-read as the `[encode]` table. `Recipe.model_dump_json()` and `Recipe.model_validate_json()` round-trip
-exactly: stage tables are dispatched on their `type` through the stage registry (a discriminated
-union that registered stages join). Built-ins ship in this folder.
+widths), and an optional top-level `max_accuracy_drop`: the points of validation accuracy the whole
+recipe may lose (pipeline/budget.py shares it out among the stages). For files written before
+`[encode]` existed, a last `[[stages]]` entry of type "encode" is read as the `[encode]` table.
+`Recipe.model_dump_json()` and `Recipe.model_validate_json()` round-trip exactly: stage tables are
+dispatched on their `type` through the stage registry (a discriminated union that registered stages
+join). Built-ins ship in this folder.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import SerializeAsAny, field_validator
+from pydantic import Field, SerializeAsAny, field_validator
 
 from edgeshrink.config import Config
 from edgeshrink.errors import ConfigError
 from edgeshrink.io.settings import EncodeConfig
 from edgeshrink.stages.base import StageConfig, parse_stage
 
-_TOP_LEVEL = {"name", "description", "stages", "encode"}
+_TOP_LEVEL = {"name", "description", "stages", "encode", "max_accuracy_drop"}
 
 
 class Recipe(Config):
@@ -30,6 +32,7 @@ class Recipe(Config):
     description: str = ""
     stages: list[SerializeAsAny[StageConfig]]
     encode: EncodeConfig = EncodeConfig()
+    max_accuracy_drop: float | None = Field(None, ge=0, description="points the whole recipe may lose")
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -66,7 +69,13 @@ def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
     parsed = [parse_stage(s, f"{source}, stage {i + 1}") for i, s in enumerate(stages)]
     encode = EncodeConfig.parse(legacy or data.get("encode") or {}, f"{source}, encode")
     name = str(data.get("name", Path(source).stem))
-    return Recipe(name=name, description=str(data.get("description", "")), stages=parsed, encode=encode)
+    return Recipe(
+        name=name,
+        description=str(data.get("description", "")),
+        stages=parsed,
+        encode=encode,
+        max_accuracy_drop=data.get("max_accuracy_drop"),
+    )
 
 
 def _builtin_path(name: str):

@@ -37,6 +37,7 @@ def run_report(
         "environment": environment(),
         "baseline": log.baseline,
         "stages": log.stages,
+        "budget": log.budget,
         "container": {
             "path": str(packed.path),
             "bytes": packed.nbytes,

@@ -85,9 +85,17 @@ Build = Callable[[dict[str, int]], tuple[nn.Module, QuantPlan]]
 def _mixed_precision(
     build: Build, bits: dict[str, int], cfg: QuantizeConfig, ctx: StageContext, reference: float, notes: list[str]
 ) -> tuple[dict[str, int], dict[str, float], tuple[nn.Module, QuantPlan] | None]:
-    """Measure each layer's sensitivity, then raise the most sensitive layers (sub-byte -> 8 bits ->
-    float) until the accuracy drop is within the budget. With a budget, also returns the calibrated
-    model of the final bits, so that it is not built a second time."""
+    """With a budget, first every selected layer at its bits: when that holds, no sensitivity is measured.
+    Otherwise (or when `sensitivity` is asked for) measure each layer's drop alone, then raise the most
+    sensitive layers (sub-byte -> 8 bits -> float) until the drop is within the budget. Returns the final
+    bits, the sensitivities and the calibrated model of the final bits (not built a second time)."""
+    built = None
+    if cfg.max_accuracy_drop is not None and not cfg.sensitivity:
+        built = build(bits)
+        drop = reference - ctx.accuracy(built[0])
+        if drop <= cfg.max_accuracy_drop:
+            notes.append(f"accuracy budget {cfg.max_accuracy_drop:g} points: every layer quantized (drop {drop:.2f})")
+            return bits, {}, built
     sensitivity = layer_sensitivity(
         lambda only: build({n: b for n, b in bits.items() if n in only})[0], list(bits), ctx.evaluate, reference
     )
@@ -96,7 +104,7 @@ def _mixed_precision(
     order = sorted(sensitivity, key=sensitivity.get, reverse=True)
     bits = dict(bits)
     while True:
-        built = build(bits)
+        built = built or build(bits)
         drop = reference - ctx.accuracy(built[0])
         ctx.progress.line(f"[quantize] {len(bits)} layer(s) quantized: accuracy drop {drop:.2f} points")
         if drop <= cfg.max_accuracy_drop or not bits:
@@ -109,7 +117,25 @@ def _mixed_precision(
             bits[victim] = 8
         else:
             del bits[victim]
+        built = None
         notes.append(f"mixed precision: {victim} raised to {bits.get(victim, 'float')} (drop {drop:.2f})")
+
+
+def _qat_within_budget(
+    build: Build, bits: dict[str, int], cfg: QuantizeConfig, ctx: StageContext, reference: float, notes: list[str]
+) -> tuple[nn.Module, QuantPlan, list[dict]] | None:
+    """QAT with a budget is judged after fine-tuning (it recovers what PTQ lost): every layer quantized
+    and trained; None when that misses the budget, so that mixed precision decides before training again."""
+    quantized, plan = build(bits)
+    history = ctx.train(quantized, cfg.finetune, "quantize (QAT)")
+    drop = reference - ctx.accuracy(quantized)
+    if drop <= cfg.max_accuracy_drop:  # type: ignore[operator]
+        notes.append(
+            f"accuracy budget {cfg.max_accuracy_drop:g} points: every layer quantized after QAT (drop {drop:.2f})"
+        )
+        return quantized, plan, history
+    notes.append(f"after QAT with every layer quantized the drop is {drop:.2f}: mixed precision, then QAT again")
+    return None
 
 
 def _plan_rows(plan: QuantPlan, chosen: dict[str, int], sensitivity: dict[str, float]) -> list[dict]:
@@ -134,6 +160,26 @@ def _refuse_requantizing(artifact: Artifact) -> None:
         raise ConfigError("quantize needs a float32 model: put the quantize stage before half, or drop half")
 
 
+def _choose_bits(
+    build: Build, bits: dict[str, int], cfg: QuantizeConfig, ctx: StageContext, model: nn.Module, notes: list[str]
+) -> tuple[nn.Module, QuantPlan, list[dict], dict[str, float]]:
+    """The quantized model (calibrated, fine-tuned when QAT), its plan, the training history and the
+    per-layer sensitivities, with the bits the accuracy budget allows."""
+    if cfg.max_accuracy_drop is None and not cfg.sensitivity:
+        quantized, plan = build(bits)
+        return quantized, plan, ctx.train(quantized, cfg.finetune, "quantize (QAT)"), {}
+    if ctx.evaluate is None:
+        raise ConfigError("quantize: sensitivity / max_accuracy_drop needs validation data (val_loader= or eval_fn=)")
+    reference = ctx.start_accuracy if ctx.start_accuracy is not None else ctx.accuracy(model)
+    if cfg.finetune.epochs > 0 and cfg.max_accuracy_drop is not None and not cfg.sensitivity:
+        trained = _qat_within_budget(build, bits, cfg, ctx, reference, notes)
+        if trained is not None:
+            return (*trained, {})
+    bits, sensitivity, built = _mixed_precision(build, bits, cfg, ctx, reference, notes)
+    quantized, plan = built or build(bits)
+    return quantized, plan, ctx.train(quantized, cfg.finetune, "quantize (QAT)"), sensitivity
+
+
 @register_stage(QuantizeConfig)
 def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Artifact:
     _refuse_requantizing(artifact)
@@ -151,17 +197,7 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
         return build_quantized(model, layer_bits, ctx.calibration, settings)  # type: ignore[arg-type]
 
     notes: list[str] = []
-    sensitivity: dict[str, float] = {}
-    built = None
-    if cfg.max_accuracy_drop is not None or cfg.sensitivity:
-        if ctx.evaluate is None:
-            raise ConfigError(
-                "quantize: sensitivity / max_accuracy_drop needs validation data (val_loader= or eval_fn=)"
-            )
-        reference = ctx.start_accuracy if ctx.start_accuracy is not None else ctx.accuracy(model)
-        bits, sensitivity, built = _mixed_precision(build, bits, cfg, ctx, reference, notes)
-    quantized, plan = built or build(bits)
-    history = ctx.train(quantized, cfg.finetune, "quantize (QAT)")
+    quantized, plan, history, sensitivity = _choose_bits(build, bits, cfg, ctx, model, notes)
     for _, quantizer in activation_quantizers(quantized):
         quantizer.freeze()
     refresh_weight_scales(quantized)
