@@ -8,6 +8,7 @@ import tracemalloc
 import zlib
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -130,6 +131,14 @@ def test_a_header_that_claims_more_than_the_limit_is_refused_before_decoding():
         read_container(data, max_bytes=LIMIT)
     except EdgeshrinkError as exc:
         assert "reader's limit" in str(exc) and "\n" not in str(exc)
+
+
+def test_a_dimension_too_large_for_a_shape_is_refused_even_beside_a_zero():
+    preamble, header, payload = _split(state_to_bytes({"w": torch.zeros(0)}).data)
+    header["tensors"][0]["s"] = [2**70, 0]  # 0 elements, yet no tensor can have this shape (found by the fuzzer)
+    with pytest.raises(EdgeshrinkError) as err:
+        read_container(_join(preamble, header, payload), max_bytes=LIMIT)
+    assert "\n" not in str(err.value)
 
 
 def test_genuine_files_decode_identically_after_the_round_trip():

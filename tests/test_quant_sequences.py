@@ -1,5 +1,6 @@
 """Quantization on the layers sequence models use: a Linear applied to [batch, time, features], and a
-transformer encoder layer (attention, LayerNorm, GELU) that stays float with its reasons listed."""
+transformer encoder layer (attention, LayerNorm, GELU) whose projections run on integer kernels while
+its norms stay float with their reasons listed."""
 
 import numpy as np
 import onnx
@@ -42,27 +43,29 @@ def test_bias_correction_of_a_linear_on_sequences_matches_the_mean_error_per_fea
     assert quantizer.enabled
 
 
-def test_transformer_int8_lists_what_stays_float_and_exports_integer_weights(tmp_path):
+def test_transformer_int8_quantizes_every_projection_and_lists_what_stays_float(tmp_path):
     torch.manual_seed(0)
     x = torch.randn(32, 12, 8)
     ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
     art = apply_stage(Artifact(Encoder().eval(), example_input=x[:1]), parse_stage({"type": "quantize"}), ctx)
     rows = {r["name"]: r for r in art.records[-1].layers}
-    assert rows["embed"]["status"] == rows["head"]["status"] == "quantized"
-    for name in ("enc.self_attn", "enc.linear1", "enc.linear2", "enc.norm1", "enc.norm2"):
-        assert rows[name]["status"] == "float" and rows[name]["reason"], name
-    assert "runs inside enc" in rows["enc.linear1"]["reason"]
-    assert set(art.quantization.bits) == {"embed", "head"}
+    projections = [f"enc.self_attn.{p}_proj" for p in ("q", "k", "v", "out")]
+    for name in ["embed", "head", "enc.linear1", "enc.linear2", *projections]:
+        assert rows[name]["status"] == "quantized", name
+    for name in ("enc.norm1", "enc.norm2"):
+        assert rows[name]["status"] == "float" and "LayerNorm" in rows[name]["reason"], name
+    assert art.quantization.rewritten == ["enc"]
     loaded = edgeshrink.load(edgeshrink.save(art, tmp_path / "m.eshrink").path, model=Encoder())
     with torch.no_grad():
         assert torch.equal(loaded.model(x), art.model(x))
     result = edgeshrink.export(loaded, tmp_path / "m.onnx", verify_data=[x], activation_type="uint8")
     assert result.parity["within_tolerance"], result.parity
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(tmp_path / "m.onnx").graph.initializer}
-    # embed runs on [batch, time, features]: exported as MatMul with its weight transposed, still integers
-    codes = weight_quantizers(art.model)
-    embed = next(q for n, _, q in codes if n == "embed")
-    stored = inits["embed.weight_quantized"]
-    assert stored.dtype == np.int8 and stored.shape == (8, 32)
-    w = art.model.get_submodule("embed").weight.detach()
-    np.testing.assert_array_equal(stored.T, embed.integers(w).numpy().astype(np.int8))
+    # Linear layers on [batch, time, features] export as MatMul with their weight transposed (the head,
+    # on [batch, features], as Gemm): integers either way
+    for name, module, quantizer in weight_quantizers(art.model):
+        stored = inits[f"{name}.weight_quantized"]
+        codes = quantizer.integers(module.weight.detach()).numpy().astype(np.int8)
+        assert stored.dtype == np.int8, name
+        np.testing.assert_array_equal(stored if name == "head" else stored.T, codes)
+    assert {n for n, _, _ in weight_quantizers(art.model)} == set(art.quantization.bits)

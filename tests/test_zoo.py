@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -10,42 +12,70 @@ from edgeshrink.tasks.zoo import create_model, list_models, model_entry
 CASES = [(name, shape) for name in list_models() for shape in model_entry(name).shapes()]
 
 
+CONV = (nn.Conv1d, nn.Conv2d)
+RECURRENT_GATES = {nn.GRU: 3, nn.LSTM: 4, nn.RNN: 1}
+
+
 def independent_weight_count(model: nn.Module) -> int:
-    """Weights of conv and linear layers computed from their shapes' definitions, not from numel."""
+    """Weights of conv, linear, attention and recurrent layers from their shapes' definitions, not numel."""
     total = 0
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            total += m.out_channels * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        if isinstance(m, CONV):
+            total += m.out_channels * (m.in_channels // m.groups) * math.prod(m.kernel_size)
         elif isinstance(m, nn.Linear):
             total += m.in_features * m.out_features
+        elif isinstance(m, nn.MultiheadAttention):  # q, k, v projections (out_proj is a Linear)
+            total += 3 * m.embed_dim * m.embed_dim
+        elif type(m) in RECURRENT_GATES:
+            gates = RECURRENT_GATES[type(m)] * m.hidden_size
+            total += gates * (m.input_size + m.hidden_size) + (m.num_layers - 1) * gates * 2 * m.hidden_size
     return total
 
 
 def independent_parameter_count(model: nn.Module) -> int:
-    """Every parameter, from the layers' definitions: weights, biases, BatchNorm scales and shifts."""
+    """Every parameter, from the layers' definitions: weights, biases, norm scales and shifts, and free
+    parameters (a learned position table)."""
     total = independent_weight_count(model)
     for m in model.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None:
-            total += m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+        if isinstance(m, (*CONV, nn.Linear)):
+            total += 0 if m.bias is None else m.out_channels if isinstance(m, CONV) else m.out_features
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and m.affine:
             total += 2 * m.num_features
+        elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+            total += 2 * math.prod(m.normalized_shape)
+        elif isinstance(m, nn.MultiheadAttention):
+            total += 3 * m.embed_dim
+        elif type(m) in RECURRENT_GATES:
+            total += 2 * RECURRENT_GATES[type(m)] * m.hidden_size * m.num_layers
+        else:
+            total += sum(p.numel() for p in m.parameters(recurse=False))
     return total
 
 
+def _hook_macs(module: nn.Module, inputs, output) -> int:
+    if isinstance(module, CONV):
+        return output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+    if isinstance(module, nn.Linear):
+        return output.numel() * module.in_features
+    if isinstance(module, nn.MultiheadAttention):  # projections, scores q.k, weighted sum of v, out_proj
+        batch, length, dim = inputs[0].shape
+        return batch * length * (3 * dim * dim + 2 * length * dim + dim * dim)
+    batch, steps, _ = inputs[0].shape  # recurrent, batch_first
+    return batch * steps * RECURRENT_GATES[type(module)] * module.hidden_size * (module.input_size + module.hidden_size)
+
+
 def independent_mac_count(model: nn.Module, shape) -> int:
-    """MACs from hooks: output elements x (inputs per output) for each conv and linear layer."""
+    """MACs from forward hooks on each conv, linear, attention and recurrent layer (the fast paths of
+    attention are off, so every layer runs as a module)."""
     total = 0
 
-    def hook(module, _inputs, output):
+    def hook(module, inputs, output):
         nonlocal total
-        if isinstance(module, nn.Conv2d):
-            per_output = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
-        else:
-            per_output = module.in_features
-        total += output.numel() * per_output
+        total += _hook_macs(module, inputs, output)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    with torch.no_grad():
+    kinds = (*CONV, nn.Linear, nn.MultiheadAttention, *RECURRENT_GATES)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    with torch.enable_grad():  # grad mode keeps TransformerEncoderLayer off its fused fast path
         model(torch.zeros(1, *shape))
     for h in handles:
         h.remove()

@@ -32,6 +32,7 @@ class Quantization(BaseModel):
     group_size: int = Field(0, ge=0, description="sub-byte weights: one scale per this many input channels")
     reduced_range: bool = Field(False, description="8-bit weights in -63..63 (x86 without VNNI)")
     per_tensor: list[str] = Field([], description="layers on one grid per tensor (shared weights)")
+    rewritten: list[str] = Field([], description="attention modules decomposed before quantizing")
     activations: str = "uint8 grid, per tensor"
 
     def weight_bits(self) -> list[int]:

@@ -96,11 +96,14 @@ def count_macs(model: nn.Module, input_shape: Shape, batch_size: int = 1) -> int
     model.eval()
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # fused attention kernels would hide their matmuls
     try:
         with torch.no_grad(), _Counter() as counter:
             model(torch.zeros(batch_size, *input_shape, dtype=dtype))
     finally:
         model.train(was_training)
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return counter.total
 
 

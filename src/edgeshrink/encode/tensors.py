@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -276,10 +276,13 @@ class StreamHeader(BaseModel):
     k: int = Field(0, ge=0, le=MAX_CODEBOOK)
 
 
+MAX_DIMENSION = 1 << 40  # one dimension of a stored shape; beyond it, a shape with a 0 still overflows reshape
+
+
 class TensorHeader(BaseModel):
     model_config = ConfigDict(extra="forbid")
     n: str
-    s: list[int] = Field(max_length=16)
+    s: list[Annotated[int, Field(ge=0, le=MAX_DIMENSION)]] = Field(max_length=16)
     d: Literal[tuple(DTYPES)]  # type: ignore[valid-type]
     e: Literal["raw", "sparse", "codebook"]
     nnz: int = Field(0, ge=0)

@@ -72,26 +72,46 @@ def _scalar(inits: dict[str, onnx.TensorProto], name: str) -> float | None:
     return float(value.reshape(-1)[0]) if value.size == 1 else None
 
 
-def _weight_initializer(inits: dict[str, onnx.TensorProto], w: QuantizedWeight) -> tuple[str, bool]:
+def _dense_target(w: QuantizedWeight) -> np.ndarray:
+    """The fake-quantized weight, transposed: what a MatMul's initializer holds."""
+    scale = (
+        np.repeat(w.scale, w.group_size, axis=1)[:, : w.integers.shape[1]] if w.group_size else w.scale.reshape(-1, 1)
+    )
+    return (w.integers * scale).T.astype(np.float32)
+
+
+def _weight_initializer(inits: dict[str, onnx.TensorProto], w: QuantizedWeight, done: set[str]) -> tuple[str, bool]:
     """(initializer holding the layer's weight, whether it is stored transposed). A Linear applied to
     inputs of more than two dimensions exports as MatMul with the weight transposed and renamed; it is
-    found by its values (the fake-quantized weight, transposed)."""
+    found by its values (the fake-quantized weight, transposed), an initializer not yet rewritten first:
+    equal weights (the layers of an nn.TransformerEncoder start as copies) may have one initializer each,
+    or share one the exporter deduplicated."""
     name = f"{w.layer}.weight"
     if name in inits:
         return name, False
     if w.integers.ndim == 2:
-        scale = (
-            np.repeat(w.scale, w.group_size, axis=1)[:, : w.integers.shape[1]]
-            if w.group_size
-            else w.scale.reshape(-1, 1)
-        )
-        target = (w.integers * scale).T.astype(np.float32)
-        for init in inits.values():
-            if tuple(init.dims) == target.shape and init.data_type == TensorProto.FLOAT:
-                value = numpy_helper.to_array(init)
-                if np.allclose(value, target, rtol=1e-6, atol=1e-7 * float(np.abs(target).max() or 1.0)):
-                    return init.name, True
+        target = _dense_target(w)
+        atol = 1e-7 * float(np.abs(target).max() or 1.0)
+        matches = [
+            init.name
+            for init in inits.values()
+            if tuple(init.dims) == target.shape
+            and init.data_type == TensorProto.FLOAT
+            and np.allclose(numpy_helper.to_array(init), target, rtol=1e-6, atol=atol)
+        ]
+        fresh = [m for m in matches if m not in done]
+        if fresh or matches:
+            return (fresh or matches)[0], True
     raise ExportError(f"export: no initializer {name!r} in the exported graph; cannot store its integer weights")
+
+
+def _check_same(first: QuantizedWeight, other: QuantizedWeight, name: str) -> None:
+    same = np.array_equal(first.integers, other.integers) and np.array_equal(first.scale, other.scale)
+    if not same:
+        raise ExportError(
+            f"export: {first.layer} and {other.layer} share the initializer {name} but not their integer "
+            "weights; export with dynamo=True or make the layers' weights differ"
+        )
 
 
 def rewrite_weights(model: onnx.ModelProto, weights: list[QuantizedWeight]) -> list[dict]:
@@ -99,8 +119,14 @@ def rewrite_weights(model: onnx.ModelProto, weights: list[QuantizedWeight]) -> l
     graph = model.graph
     inits = _initializers(graph)
     new_nodes, rows = [], []
+    done: dict[str, QuantizedWeight] = {}
     for w in weights:
-        name, transposed = _weight_initializer(inits, w)
+        name, transposed = _weight_initializer(inits, w, set(done))
+        if name in done:  # one initializer for equal weights: already integers behind its DequantizeLinear
+            _check_same(done[name], w, name)
+            rows.append({"layer": w.layer, "weight": "INT8" if _storage_bits(w.bits) == 8 else "INT4", "bias": "float"})
+            continue
+        done[name] = w
         consumers = _consumers(graph, name)
         if not consumers or any(c.op_type not in ("Conv", "Gemm", "MatMul") for c in consumers):
             ops = ", ".join(c.op_type for c in consumers) or "nothing"

@@ -95,7 +95,11 @@ def rebuild(stored: Stored, model: nn.Module | None, skip_edits: int = 0) -> nn.
         from edgeshrink.weights import bake_in_place
 
         skeleton, _ = prepare(
-            fresh, quantization.bits, group_size=quantization.group_size, reduced_range=quantization.reduced_range
+            fresh,
+            quantization.bits,
+            group_size=quantization.group_size,
+            reduced_range=quantization.reduced_range,
+            rewrite=quantization.rewritten,
         )
         return load_quantized(bake_in_place(skeleton), stored.state, quantization, source)
     if precision == "float16":

@@ -18,8 +18,9 @@ def header_meta(artifact: Artifact, probe: bool = True) -> dict:
     meta = dict(artifact.meta)
     if artifact.quantization is not None:
         meta["quantization"] = artifact.quantization.model_dump(mode="json")
-        if not meta["quantization"]["per_tensor"]:
-            del meta["quantization"]["per_tensor"]  # the usual case: per-channel grids, nothing to record
+        for key in ("per_tensor", "rewritten"):  # the usual case: per-channel grids, no attention
+            if not meta["quantization"][key]:
+                del meta["quantization"][key]
     if artifact.precision != "float32":
         meta["precision"] = artifact.precision
     example = artifact.example()

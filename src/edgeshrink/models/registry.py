@@ -70,7 +70,7 @@ def register_model(
 
 def _load_builtin_models() -> None:
     # Importing the family modules registers their models; done lazily to keep imports light.
-    from edgeshrink.models import dscnn, lenet, mobilenet, resnet, squeezenet  # noqa: F401
+    from edgeshrink.models import dscnn, lenet, mobilenet, mobilenetv3, resnet, sequence, squeezenet  # noqa: F401
 
 
 def list_models() -> list[str]:

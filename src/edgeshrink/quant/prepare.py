@@ -18,6 +18,7 @@ layers) stay float and are reported with the reason.
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +27,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from edgeshrink.errors import UnsupportedLayerError
+from edgeshrink.quant.attention import decompose
 from edgeshrink.quant.fakequant import ActQuant, WeightQuant
 from edgeshrink.weights import Mask, SharedWeights, baked_copy, get_mask, get_shared
 
@@ -60,12 +62,14 @@ class QuantPlan:
     layers: list[LayerPlan] = field(default_factory=list)
     activations: list[str] = field(default_factory=list)  # ActQuant module names, in graph order
     folded_batchnorms: list[str] = field(default_factory=list)
+    rewritten: list[str] = field(default_factory=list)  # attention modules decomposed (quant/attention.py)
 
     def to_dict(self) -> dict:
         return {
             "layers": [layer.to_dict() for layer in self.layers],
             "activations": list(self.activations),
             "folded_batchnorms": list(self.folded_batchnorms),
+            "rewritten": list(self.rewritten),
         }
 
 
@@ -127,69 +131,19 @@ def prepare(
     group_size: int = 0,
     learn_scales: bool = False,
     reduced_range: bool = False,
+    rewrite: Sequence[str] = (),
 ) -> tuple[fx.GraphModule, QuantPlan]:
     """A fake-quantized copy of `model`. `bits` maps each weight layer to quantize to its weight
-    bit-width; other layers stay float. Quantizers start in mode "off" (calibrate them next)."""
+    bit-width; other layers stay float. `rewrite`: attention modules to decompose first (what a file
+    recorded; `quant.attention.traceable` chooses them for a new model). Quantizers start in mode "off"
+    (calibrate them next)."""
     baked, masks, codebooks = _bake(model)
+    if rewrite:
+        decompose(baked, list(rewrite))
     gm, folded = _trace(baked)
-    plan = QuantPlan(folded_batchnorms=folded)
+    plan = QuantPlan(folded_batchnorms=folded, rewritten=list(rewrite))
     quantized_layers = _plan_layers(gm, bits, group_size, reduced_range, plan)
-
-    graph = gm.graph
-    quantizer_of: dict[fx.Node, str] = {}
-    counter = [0]
-
-    def new_quantizer() -> str:
-        name = f"act_quant_{counter[0]}"
-        counter[0] += 1
-        gm.add_submodule(name, ActQuant(learn=learn_scales))
-        plan.activations.append(name)
-        return name
-
-    def quantize_after(node: fx.Node, qname: str) -> fx.Node:
-        with graph.inserting_after(node):
-            qnode = graph.call_module(qname, (node,))
-        node.replace_all_uses_with(qnode, delete_user_cb=lambda user: user is not qnode)
-        quantizer_of[qnode] = qname
-        return qnode
-
-    def ensure_quantized(node: fx.Node) -> None:
-        if node not in quantizer_of:
-            quantize_after(node, new_quantizer())
-
-    for node in list(graph.nodes):
-        if node.op in ("placeholder", "output", "get_attr") or node in quantizer_of:
-            continue
-        inputs = _tensor_args(node)
-        if node.op == "call_module" and str(node.target) in quantized_layers:
-            if inputs:
-                ensure_quantized(inputs[0])
-            users = list(node.users)
-            tail = node
-            if len(users) == 1 and (
-                _is_module(gm, users[0], FUSABLE_ACTIVATIONS_MODULES)
-                or _is_function(users[0], FUSABLE_ACTIVATION_FUNCTIONS, ("relu",))
-            ):
-                tail = users[0]
-            quantize_after(tail, new_quantizer())
-        elif _is_module(gm, node, NEW_GRID_MODULES) or _is_function(node, NEW_GRID_FUNCTIONS, NEW_GRID_METHODS):
-            for arg in inputs:
-                ensure_quantized(arg)
-            quantize_after(node, new_quantizer())
-        elif (
-            (
-                _is_module(gm, node, PASSTHROUGH_MODULES)
-                or _is_function(node, PASSTHROUGH_FUNCTIONS, PASSTHROUGH_METHODS)
-            )
-            and inputs
-            and inputs[0] in quantizer_of
-        ):
-            if node.users and all(u in quantizer_of for u in node.users):
-                continue  # already followed by a quantizer (a fused activation)
-            quantize_after(node, quantizer_of[inputs[0]])
-    graph.lint()
-    gm.recompile()
-
+    _insert_quantizers(gm, quantized_layers, plan, learn_scales)
     shared_layers = _attach_weight_quantizers(gm, quantized_layers, bits, masks, codebooks, group_size, reduced_range)
     for row in plan.layers:
         if row.name in shared_layers:
@@ -199,6 +153,59 @@ def prepare(
             module = gm.get_submodule(name)
             parametrize.register_parametrization(module, "weight", Mask(mask))
     return gm, plan
+
+
+def _fused_tail(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
+    """The node whose output is quantized after a layer: its ReLU/ReLU6 when that is the only consumer."""
+    users = list(node.users)
+    if len(users) == 1 and (
+        _is_module(gm, users[0], FUSABLE_ACTIVATIONS_MODULES)
+        or _is_function(users[0], FUSABLE_ACTIVATION_FUNCTIONS, ("relu",))
+    ):
+        return users[0]
+    return node
+
+
+def _insert_quantizers(gm: fx.GraphModule, quantized_layers: set[str], plan: QuantPlan, learn_scales: bool) -> None:
+    """Activation quantizers where the module docstring says, recorded in `plan.activations`."""
+    graph = gm.graph
+    quantizer_of: dict[fx.Node, str] = {}
+
+    def new_quantizer() -> str:
+        name = f"act_quant_{len(plan.activations)}"
+        gm.add_submodule(name, ActQuant(learn=learn_scales))
+        plan.activations.append(name)
+        return name
+
+    def quantize_after(node: fx.Node, qname: str) -> None:
+        with graph.inserting_after(node):
+            qnode = graph.call_module(qname, (node,))
+        node.replace_all_uses_with(qnode, delete_user_cb=lambda user: user is not qnode)
+        quantizer_of[qnode] = qname
+
+    for node in list(graph.nodes):
+        if node.op in ("placeholder", "output", "get_attr") or node in quantizer_of:
+            continue
+        inputs = _tensor_args(node)
+        if node.op == "call_module" and str(node.target) in quantized_layers:
+            if inputs and inputs[0] not in quantizer_of:
+                quantize_after(inputs[0], new_quantizer())
+            quantize_after(_fused_tail(gm, node), new_quantizer())
+        elif _is_module(gm, node, NEW_GRID_MODULES) or _is_function(node, NEW_GRID_FUNCTIONS, NEW_GRID_METHODS):
+            for arg in inputs:
+                if arg not in quantizer_of:
+                    quantize_after(arg, new_quantizer())
+            quantize_after(node, new_quantizer())
+        elif _passes_through(gm, node) and inputs and inputs[0] in quantizer_of:
+            if node.users and all(u in quantizer_of for u in node.users):
+                continue  # already followed by a quantizer (a fused activation)
+            quantize_after(node, quantizer_of[inputs[0]])
+    graph.lint()
+    gm.recompile()
+
+
+def _passes_through(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return _is_module(gm, node, PASSTHROUGH_MODULES) or _is_function(node, PASSTHROUGH_FUNCTIONS, PASSTHROUGH_METHODS)
 
 
 def _float_reason(gm: fx.GraphModule, name: str, module: nn.Module, called: set[str], bits: dict[str, int]) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgeshrink.quant.attention import traceable
 from edgeshrink.quant.calibrate import Method
 from edgeshrink.quant.passes import calibrate, correct_bias
 from edgeshrink.quant.prepare import QUANTIZABLE, QuantPlan, prepare
@@ -64,5 +65,8 @@ def post_training_quantize(
     model: nn.Module, batches: Batches, weight_bits: int = 8, settings: PTQSettings | None = None
 ) -> tuple[nn.Module, QuantPlan]:
     """Every quantizable layer at `weight_bits`, calibrated on `batches` ((inputs, labels) pairs)."""
+    model, rewritten, _ = traceable(model)
     bits = dict.fromkeys(quantizable_layers(model), weight_bits)
-    return build_quantized(model, bits, list(batches), settings or PTQSettings())
+    quantized, plan = build_quantized(model, bits, list(batches), settings or PTQSettings())
+    plan.rewritten = rewritten
+    return quantized, plan

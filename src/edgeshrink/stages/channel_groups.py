@@ -74,12 +74,41 @@ def _untraceable(model: nn.Module, exc: Exception) -> str:
     )
 
 
+def fixed_width_layers(model: nn.Module) -> list[nn.Module]:
+    """Layers whose widths tie many others in ways torch-pruning does not map correctly (attention heads,
+    recurrent gates): every group that touches one is left alone."""
+    return [m for m in model.modules() if isinstance(m, nn.MultiheadAttention | nn.RNNBase)]
+
+
+def _prunable_groups(graph, ignored: list[nn.Module], fixed: list[nn.Module]):
+    """torch-pruning's `get_all_groups`, except that a group touching a fixed-width layer (in any
+    dimension), or one whose index mapping torch-pruning cannot follow, is skipped instead of failing
+    the whole search."""
+    visited: set[nn.Module] = set()
+    skipped = set(ignored) | set(fixed) | set(graph.IGNORED_LAYERS_IN_TRACING)
+    for module in list(graph.module2node):
+        pruner = graph.get_pruner_of_module(module)
+        if module in skipped or module in visited or not isinstance(module, WEIGHT_LAYERS) or pruner is None:
+            continue
+        channels = pruner.get_out_channels(module)
+        if channels is None:
+            continue
+        try:
+            group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+        except (IndexError, KeyError, RuntimeError, ValueError):
+            continue  # coupled through a layer whose channels it cannot map (a recurrent layer's gates)
+        outs = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
+        visited.update(outs)
+        if not any(m in skipped for m in outs) and not any(dep.target.module in fixed for dep, _ in group):
+            yield group
+
+
 def find_groups(model: nn.Module, graph, ignored: list[nn.Module]) -> list[ChannelGroup]:
-    """Every group that contains no ignored layer, with its current channel count."""
+    """Every group that contains no ignored or fixed-width layer, with its current channel count."""
     names = {m: n for n, m in model.named_modules()}
     groups = []
     try:
-        found = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=[*WEIGHT_LAYERS]))
+        found = list(_prunable_groups(graph, ignored, fixed_width_layers(model)))
     except (IndexError, KeyError, RuntimeError, ValueError) as exc:
         raise UnsupportedLayerError(_untraceable(model, exc)) from None
     for group in found:

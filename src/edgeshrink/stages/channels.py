@@ -33,6 +33,7 @@ from edgeshrink.stages.channel_groups import (
     MacEstimator,
     classifier_name,
     find_groups,
+    fixed_width_layers,
     keep_count,
     pruned_copy,
     remove_channels,
@@ -211,6 +212,15 @@ def _allocate(model, graph, cfg, groups, settings, curves, originals, shape, mac
     ), f"{how}, then channels given back while under {target:,.0f} MACs"
 
 
+def _nothing_to_prune(model: nn.Module) -> str:
+    fixed = sorted({type(m).__name__ for m in fixed_width_layers(model)})
+    why = f", a layer whose width is fixed ({', '.join(fixed)})" if fixed else ""
+    return (
+        f"channels: no channel group can be pruned (each contains an excluded layer, the classifier{why}); "
+        "widen scope.include, or use the prune stage (unstructured) on such layers"
+    )
+
+
 @register_stage(ChannelsConfig)
 def channels(artifact: Artifact, cfg: ChannelsConfig, ctx: StageContext) -> Artifact:
     model = artifact.model
@@ -226,10 +236,7 @@ def channels(artifact: Artifact, cfg: ChannelsConfig, ctx: StageContext) -> Arti
     graph = dependency_graph(model, shape)
     groups = find_groups(model, graph, ignored)
     if not groups:
-        raise ScopeError(
-            "channels: no channel group can be pruned (each contains an excluded layer or the classifier); "
-            "widen scope.include"
-        )
+        raise ScopeError(_nothing_to_prune(model))
     settings = _group_ratios(model, cfg, groups, [(n, m) for n, m in layers if n in chosen])
     originals = {g.root: g.channels for g in groups}
     macs0 = count_macs(model, shape)

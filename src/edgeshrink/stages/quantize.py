@@ -18,6 +18,7 @@ from torch import nn
 from edgeshrink.artifact import Artifact, Quantization, StageRecord
 from edgeshrink.errors import ConfigError
 from edgeshrink.hardware import int8_weights_saturate
+from edgeshrink.quant.attention import traceable
 from edgeshrink.quant.calibrate import Method
 from edgeshrink.quant.passes import layer_sensitivity
 from edgeshrink.quant.prepare import QuantPlan, activation_quantizers, per_tensor_layers, refresh_weight_scales
@@ -188,7 +189,7 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
             "quantize needs calibration data: pass train_loader= (or val_loader=) to compress, "
             "or calibration_loader= when you train with train_fn="
         )
-    model = artifact.model
+    model, rewritten, kept_float = traceable(artifact.model)  # attention as plain layers, when it traces
     chosen = per_layer(model, select_layers(model, cfg.scope, "quantize"), cfg.per_layer, cfg.weight_bits, "quantize")
     bits = {name: b for name, b in chosen.items() if b > 0}
     settings = cfg.settings()
@@ -196,7 +197,9 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
     def build(layer_bits: dict[str, int]) -> tuple[nn.Module, QuantPlan]:
         return build_quantized(model, layer_bits, ctx.calibration, settings)  # type: ignore[arg-type]
 
-    notes: list[str] = []
+    notes: list[str] = [kept_float] if kept_float else []
+    if rewritten:
+        notes.append(f"attention decomposed into q/k/v/out Linear layers: {', '.join(rewritten)}")
     quantized, plan, history, sensitivity = _choose_bits(build, bits, cfg, ctx, model, notes)
     for _, quantizer in activation_quantizers(quantized):
         quantizer.freeze()
@@ -223,5 +226,6 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
         group_size=cfg.group_size,
         reduced_range=settings.reduced_range,
         per_tensor=per_tensor_layers(quantized),
+        rewritten=rewritten,
     )
     return artifact.with_record(record, model=quantized, quantization=quantization)

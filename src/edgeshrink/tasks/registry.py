@@ -151,3 +151,30 @@ register_task(
         train_subset=10_000,
     )
 )
+register_task(
+    Task(
+        "mnist-row-transformer",
+        "row-transformer",
+        _mnist,
+        TrainConfig(epochs=6, optimizer="adamw", lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2),
+        "MNIST read row by row (28 steps of 28 pixels, IDX files from --data-dir), a 2-layer transformer encoder",
+    )
+)
+register_task(
+    Task(
+        "mnist-row-gru",
+        "row-gru",
+        _mnist,
+        TrainConfig(epochs=6, optimizer="adam", lr=2e-3),
+        "MNIST read row by row (IDX files from --data-dir), Conv1d front end and a GRU",
+    )
+)
+register_task(
+    Task(
+        "mnist-mobilenetv3",
+        "mobilenetv3-tiny",
+        _mnist,
+        TrainConfig(epochs=6, optimizer="adamw", lr=2e-3, weight_decay=5e-4, warmup_epochs=0.2),
+        "MNIST (IDX files from --data-dir), a MobileNetV3-style net (depthwise, squeeze-excite, hardswish)",
+    )
+)
