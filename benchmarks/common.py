@@ -20,7 +20,13 @@ from edgeshrink.tasks.registry import Task, load_task
 from edgeshrink.train import Progress, evaluate, fit, seed_everything
 
 DATA_SUBDIRS = {"mnist": "mnist", "fashion": "fashion-mnist"}
-MODEL_TASKS = {"lenet5": "mnist-lenet5", "resnet8x4": "fashion-resnet8x4"}  # the int8 benchmarks' models
+MODEL_TASKS = {  # the int8 benchmarks' models
+    "lenet5": "mnist-lenet5",
+    "resnet8x4": "fashion-resnet8x4",
+    "transformer": "mnist-row-transformer",
+    "gru": "mnist-row-gru",
+    "mobilenetv3": "mnist-mobilenetv3",
+}
 
 
 def add_run_options(parser: argparse.ArgumentParser, runs_dir: str) -> None:

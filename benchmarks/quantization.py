@@ -1,5 +1,6 @@
-"""Quantization benchmark: fp32, fp16, int8 PTQ, int8 QAT, W4A8 and ONNX Runtime's own quantize_static,
-each exported to ONNX, run in ONNX Runtime on the test split and timed on this machine.
+"""Quantization benchmark: fp32, fp16, int8 PTQ, int8 QAT, W4A8, and the peers: ONNX Runtime's own
+quantize_static, torchao PT2E, NNCF and brevitas (benchmarks/peers.py), each exported to ONNX, run in
+ONNX Runtime on the test split and timed on this machine.
 
     python benchmarks/quantization.py --data-dir ../shared/data --out results.json
 
@@ -30,8 +31,10 @@ from edgeshrink.train import Progress, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODEL_TASKS, add_run_options, baseline, run_models, task_data_dir  # noqa: E402
+from peers import PEERS, available_peers  # noqa: E402
 
-VARIANTS = ("fp32", "fp16", "int8-ptq", "int8-qat", "w4a8", "ort-quantize-static")
+VARIANTS = ("fp32", "fp16", "int8-ptq", "int8-qat", "w4a8", "ort-quantize-static", *PEERS)
+INT8_PEERS = ("ort-quantize-static", *PEERS)
 RECIPES = {"fp16": "fp16", "int8-ptq": "int8", "int8-qat": "int8-qat", "w4a8": "w4a8"}
 
 
@@ -86,6 +89,13 @@ def ort_quantize_static(fp32_path: Path, out: Path, calibration: torch.Tensor) -
     pre.unlink()
 
 
+def run_peer(peer: str, model, fp32_path: Path, calibration: torch.Tensor, out: Path) -> Path:
+    if peer == "ort-quantize-static":
+        ort_quantize_static(fp32_path, out, calibration)
+        return out
+    return PEERS[peer](model, fp32_path, calibration, out)
+
+
 def run_model(name: str, args, progress: Progress) -> dict:
     task = load_task(MODEL_TASKS[name])
     if args.train_subset is not None:
@@ -136,20 +146,21 @@ def run_model(name: str, args, progress: Progress) -> dict:
             "seconds": time.perf_counter() - started,
         }
         rows[variant]["_model"] = result.model
-    if "ort-quantize-static" in args.variants:
-        progress.line(f"[{name}] ONNX Runtime quantize_static (QDQ, MinMax, per-channel, U8S8)")
+    for peer in (p for p in INT8_PEERS if p in args.variants):
+        progress.line(f"[{name}] peer {peer}: int8 on the same {len(calibration.labels)} calibration images")
         started = time.perf_counter()
-        path = out_dir / "ort-quantize-static.onnx"
-        ort_quantize_static(files["fp32"], path, calibration.inputs)
-        files["ort-quantize-static"] = path
-        rows["ort-quantize-static"] = {"torch_accuracy": None, "seconds": time.perf_counter() - started}
+        try:
+            files[peer] = run_peer(peer, model, files["fp32"], calibration.inputs, out_dir / f"{peer}.onnx")
+            rows[peer] = {"torch_accuracy": None, "seconds": time.perf_counter() - started}
+        except Exception as exc:  # a peer that cannot quantize this model is a result, reported as such
+            rows[peer] = {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
 
     fp32_preds = torch_predictions(model, data.test)
     sessions = {v: make_session(p, threads=args.threads) for v, p in files.items()}
     for variant, session in sessions.items():
         progress.line(f"[{name}] {variant}: ONNX Runtime and PyTorch on {len(data.test.labels):,} test images")
         acc, preds = ort_accuracy(session, data.test)
-        source = rows[variant].pop("_model", model if variant in ("fp32", "ort-quantize-static") else None)
+        source = rows[variant].pop("_model", model if variant == "fp32" or variant in INT8_PEERS else None)
         reference = fp32_preds if source is model else torch_predictions(source, data.test)
         rows[variant].update(
             onnx_accuracy=acc,
@@ -178,44 +189,70 @@ def run_model(name: str, args, progress: Progress) -> dict:
 
 
 def calibration_samples(name, model, task, data, args, fp32_path: Path, rows: dict, progress: Progress) -> dict:
-    """int8 PTQ against quantize_static on other calibration samples (--calibration-seeds): the accuracy
-    of one calibration sample moves by a few test images, so the two are compared on several."""
-    per_seed = [
-        {"seed": args.seed, "int8-ptq": rows["int8-ptq"]["onnx_accuracy"],
-         "ort-quantize-static": rows["ort-quantize-static"]["onnx_accuracy"]}
-    ]  # fmt: skip
+    """int8 PTQ against every peer on other calibration samples (--calibration-seeds): the accuracy
+    of one calibration sample moves by a few test images, so they are compared on several."""
+    quantizers = ["int8-ptq"] + [p for p in INT8_PEERS if p in args.variants and "failed" not in rows[p]]
+    per_seed = [{"seed": args.seed, **{q: rows[q]["onnx_accuracy"] for q in quantizers}}]
     out_dir = args.runs_dir / name / "calibration-samples"
     out_dir.mkdir(parents=True, exist_ok=True)
     example = data.test.inputs[:1]
     for seed in args.calibration_seeds:
-        progress.line(f"[{name}] calibration sample seed {seed}: int8 PTQ and quantize_static")
+        progress.line(f"[{name}] calibration sample seed {seed}: int8 PTQ and {len(quantizers) - 1} peer(s)")
         calibration = data.train.subset(args.calibration_images, seed=seed)
         result = edgeshrink.compress(
             model, load_recipe(RECIPES["int8-ptq"]), calibration_loader=calibration.loader(128),
             out=out_dir / f"int8-ptq-seed{seed}", seed=args.seed, arch=task.arch, progress=False,
         )  # fmt: skip
-        ptq = edgeshrink.export(
-            result,
-            out_dir / f"int8-ptq-seed{seed}.onnx",
-            example,
-            verify_data=[data.test.inputs[: args.verify_examples]],
+        paths = {"int8-ptq": edgeshrink.export(result, out_dir / f"int8-ptq-seed{seed}.onnx", example).path}
+        for peer in quantizers[1:]:
+            paths[peer] = run_peer(peer, model, fp32_path, calibration.inputs, out_dir / f"{peer}-seed{seed}.onnx")
+        per_seed.append(
+            {
+                "seed": seed,
+                **{q: ort_accuracy(make_session(p, threads=args.threads), data.test)[0] for q, p in paths.items()},
+            }
         )
-        static = out_dir / f"ort-quantize-static-seed{seed}.onnx"
-        ort_quantize_static(fp32_path, static, calibration.inputs)
-        row = {"seed": seed}
-        for variant, path in (("int8-ptq", ptq.path), ("ort-quantize-static", static)):
-            row[variant] = ort_accuracy(make_session(path, threads=args.threads), data.test)[0]
-        per_seed.append(row)
-    ptq_acc = np.array([r["int8-ptq"] for r in per_seed])
-    static_acc = np.array([r["ort-quantize-static"] for r in per_seed])
+    means = {q: float(np.mean([r[q] for r in per_seed])) for q in quantizers}
+    best = max(quantizers[1:], key=means.get, default=None)
     return {
         "images": args.calibration_images,
         "per_seed": per_seed,
-        "int8-ptq_mean": float(ptq_acc.mean()),
-        "ort-quantize-static_mean": float(static_acc.mean()),
-        "mean_difference": float((ptq_acc - static_acc).mean()),
-        "ptq_not_lower_per_seed": int((ptq_acc >= static_acc).sum()),
+        "means": means,
+        "best_peer": best,
+        "mean_difference_to_best_peer": None if best is None else means["int8-ptq"] - means[best],
+        "ptq_not_lower_than_best_peer_per_seed": None
+        if best is None
+        else sum(r["int8-ptq"] >= r[best] for r in per_seed),
     }
+
+
+def _variant_line(e: dict, variant: str, r: dict, batches: list[int], fp32: float) -> str:
+    if "failed" in r:
+        return f"| {e['model']} | {variant} | failed: {r['failed'][:90]} |" + " |" * (4 + len(batches))
+    cells = [
+        f"{r[f'latency_batch{b}']['median_ms']:.3f} / {r[f'latency_batch{b}']['p90_ms']:.3f} "
+        f"({r[f'latency_ratio_batch{b}']:.2f}x)"
+        for b in batches
+    ]
+    return (
+        f"| {e['model']} | {variant} | {r['onnx_accuracy']:.2f}% | {r['onnx_accuracy'] - fp32:+.2f} | "
+        f"{r['onnx_bytes']:,} | " + " | ".join(cells) + f" | {r['top1_agreement_with_torch']:.2f}% |"
+    )
+
+
+def _calibration_table(e: dict) -> list[str]:
+    c = e["calibration_samples"]
+    names = list(c["means"])
+    lines = ["", f"{e['model']}: ONNX Runtime accuracy by calibration sample ({c['images']} images each)", "",
+             "| seed | " + " | ".join(names) + " |", "| --- " * (len(names) + 1) + "|"]  # fmt: skip
+    lines += [f"| {r['seed']} | " + " | ".join(f"{r[n]:.2f}%" for n in names) + " |" for r in c["per_seed"]]
+    lines.append("| mean | " + " | ".join(f"{c['means'][n]:.3f}%" for n in names) + " |")
+    if c["best_peer"]:
+        lines.append(
+            f"int8 PTQ - best peer ({c['best_peer']}): {c['mean_difference_to_best_peer']:+.3f} points; not lower on "
+            f"{c['ptq_not_lower_than_best_peer_per_seed']} of {len(c['per_seed'])} samples"
+        )
+    return lines
 
 
 def markdown(entries: list[dict], batches: list[int]) -> str:
@@ -225,29 +262,10 @@ def markdown(entries: list[dict], batches: list[int]) -> str:
     lines = [head + " | top-1 agreement ORT vs PyTorch |", "| --- " * (6 + len(batches)) + "|"]
     for e in entries:
         fp32 = e["variants"]["fp32"]["onnx_accuracy"]
-        for variant, r in e["variants"].items():
-            cells = [
-                f"{r[f'latency_batch{b}']['median_ms']:.3f} / {r[f'latency_batch{b}']['p90_ms']:.3f} "
-                f"({r[f'latency_ratio_batch{b}']:.2f}x)"
-                for b in batches
-            ]
-            lines.append(
-                f"| {e['model']} | {variant} | {r['onnx_accuracy']:.2f}% | {r['onnx_accuracy'] - fp32:+.2f} | "
-                f"{r['onnx_bytes']:,} | " + " | ".join(cells) + f" | {r['top1_agreement_with_torch']:.2f}% |"
-            )
+        lines += [_variant_line(e, v, r, batches, fp32) for v, r in e["variants"].items()]
     for e in entries:
-        c = e.get("calibration_samples")
-        if c:
-            lines += ["", f"{e['model']}: accuracy by calibration sample ({c['images']} images each)", "",
-                      "| seed | int8 PTQ | quantize_static |", "| --- | --- | --- |"]  # fmt: skip
-            lines += [
-                f"| {r['seed']} | {r['int8-ptq']:.2f}% | {r['ort-quantize-static']:.2f}% |" for r in c["per_seed"]
-            ]
-            lines.append(
-                f"| mean | {c['int8-ptq_mean']:.3f}% | {c['ort-quantize-static_mean']:.3f}% |"
-                f" (PTQ - quantize_static: {c['mean_difference']:+.3f}; not lower on {c['ptq_not_lower_per_seed']}"
-                f" of {len(c['per_seed'])} samples)"
-            )
+        if e.get("calibration_samples"):
+            lines += _calibration_table(e)
     return "\n".join(lines)
 
 
@@ -271,8 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     args.variants = {v.strip() for v in args.variants.split(",")} | {"fp32"}
     args.batches = [int(b) for b in args.batches.split(",")]
     args.calibration_seeds = [int(x) for x in args.calibration_seeds.split(",") if x.strip()]
-    if args.calibration_seeds and not {"int8-ptq", "ort-quantize-static"} <= args.variants:
-        parser.error("--calibration-seeds compares int8-ptq with ort-quantize-static: keep both in --variants")
+    if args.calibration_seeds and "int8-ptq" not in args.variants:
+        parser.error("--calibration-seeds compares int8-ptq with the peers: keep int8-ptq in --variants")
+    missing = {p: why for p, why in available_peers().items() if why and p in args.variants}
+    if missing:
+        parser.error("; ".join(missing.values()) + " (or leave the peer out of --variants)")
     return run_models("quantization", args, run_model, lambda entries: markdown(entries, args.batches))
 
 

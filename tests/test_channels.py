@@ -229,3 +229,28 @@ def test_a_model_whose_only_group_feeds_a_recurrent_layer_is_a_one_line_refusal(
     with pytest.raises(edgeshrink.EdgeshrinkError, match="fixed.*GRU.*prune stage") as err:
         prune(Recurrent(), (8, 20), ratio=0.3)
     assert "\n" not in str(err.value)
+
+
+def test_a_step_over_the_accuracy_budget_is_undone(tmp_path):
+    torch.manual_seed(0)
+    train_loader, val_loader = loaders()
+    model = SmallNet()
+    fit(model, train_loader, TrainConfig(epochs=4, lr=3e-3))
+    model.eval()
+    example = val_loader.inputs[:1]
+    ctx = StageContext(finetune=None, evaluate=lambda m: evaluate(m, val_loader), example_input=example)
+    start = evaluate(model, val_loader)
+    settings = {"ratio": 0.9, "steps": 2, "round_to": 1, "finetune": NO_TRAINING}
+    lossy = apply_stage(Artifact(copy.deepcopy(model), example_input=example), ChannelsConfig(**settings), ctx)
+    lost = start - evaluate(lossy.model, val_loader)
+    assert lost > 0.5, "the test needs a setting whose last step loses accuracy"
+    budget = lost / 2
+    config = ChannelsConfig(max_accuracy_drop=budget, **settings)
+    held = apply_stage(Artifact(copy.deepcopy(model), example_input=example), config, ctx)
+    record = held.records[-1]
+    assert start - evaluate(held.model, val_loader) <= budget + 1e-9  # measured on the model returned
+    assert record.budget_met is True and any("is undone" in n for n in record.notes)
+    assert len(record.edits) < len(lossy.records[-1].edits)  # fewer channels removed than without the budget
+    rebuilt = edgeshrink.load(edgeshrink.save(held, tmp_path / "c.eshrink").path, SmallNet())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.model(val_loader.inputs), held.model(val_loader.inputs))

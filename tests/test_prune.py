@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -155,3 +157,30 @@ def test_accuracy_budget_stops_at_the_last_round_within_it():
     assert sum(r["kept"] for r in full.layers) == pytest.approx(0.03 * sum(r["weights"] for r in full.layers), abs=3)
     unchecked = apply_stage(Artifact(SmallNet()), cfg, context(train=False)).records[-1]  # no validation data
     assert "NOT enforced" in unchecked.notes[0]
+
+
+def test_back_off_bisects_to_the_highest_tried_sparsity_within_the_budget():
+    from edgeshrink.train import evaluate
+
+    torch.manual_seed(0)
+    train_loader, val_loader = loaders()
+    model = SmallNet()
+    fit(model, train_loader, TrainConfig(epochs=3, lr=3e-3))
+    reference = evaluate(model, val_loader)
+    ctx = StageContext(finetune=None, evaluate=lambda m: evaluate(m, val_loader))
+    settings = {"type": "prune", "method": "sparsity", "sparsity": 0.95, "finetune": {"epochs": 0}}
+    cfg = parse_stage({**settings, "max_accuracy_drop": 1.0, "backoff_steps": 3})
+    after = apply_stage(Artifact(copy.deepcopy(model)), cfg, ctx)
+    record = after.records[-1]
+    assert reference - evaluate(after.model, val_loader) <= 1.0  # the budget holds on the model returned
+    tries = [n for n in record.notes if n.startswith("back-off")]
+    assert len(tries) == 3
+    kept_tries = [float(n.split(": ")[1].split("%")[0]) for n in tries if n.endswith("kept")]
+    sparsity = 100 * (1 - sum(r["kept"] for r in record.layers) / sum(r["weights"] for r in record.layers))
+    assert kept_tries, "some sparsity below 95% must hold a 1-point budget"
+    assert sparsity == pytest.approx(max(kept_tries), abs=0.05)  # the last kept try is the highest one
+    # without back-off the failed first round leaves the model unpruned
+    none = parse_stage({**settings, "max_accuracy_drop": 1.0, "backoff_steps": 0})
+    assert all(
+        r["kept"] == r["weights"] for r in apply_stage(Artifact(copy.deepcopy(model)), none, ctx).records[-1].layers
+    )

@@ -3,10 +3,10 @@ Runtime's QDQ kernels need them.
 
 The model is traced with torch.fx, BatchNorm is folded into the preceding convolution, and
 activation quantizers (`ActQuant`) are inserted:
-- at the input of every quantized layer (Conv1d/Conv2d/Linear) and of every add, concat or average
-  pool, unless that tensor is already quantized;
+- at the input of every quantized layer (Conv1d/Conv2d/Linear) and of every add, concat, average
+  pool or product of two tensors (a squeeze-excite gate), unless that tensor is already quantized;
 - at the output of every quantized layer, after its ReLU/ReLU6 when that is the only consumer (so the
-  runtime fuses Conv+ReLU into one integer kernel), and at the output of add/concat/pooling;
+  runtime fuses Conv+ReLU into one integer kernel), and at the output of add/concat/pooling/product;
 - after shape-only ops (max pool, flatten, reshape, dropout) of a quantized tensor, sharing the
   input's quantizer: the values are already on that grid, and the runtime needs a Q/DQ pair there to
   keep the next kernel in integers.
@@ -40,6 +40,9 @@ PASSTHROUGH_METHODS = ("view", "reshape", "flatten", "contiguous", "relu")
 NEW_GRID_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
 NEW_GRID_FUNCTIONS = (operator.add, torch.add, torch.cat, F.adaptive_avg_pool2d, F.avg_pool2d)
 NEW_GRID_METHODS = ("add", "mean")
+# a product of two tensors (a squeeze-excite gate): QLinearMul; a product with a constant stays float
+PRODUCT_FUNCTIONS = (operator.mul, torch.mul)
+PRODUCT_METHODS = ("mul",)
 
 
 @dataclass
@@ -191,7 +194,7 @@ def _insert_quantizers(gm: fx.GraphModule, quantized_layers: set[str], plan: Qua
             if inputs and inputs[0] not in quantizer_of:
                 quantize_after(inputs[0], new_quantizer())
             quantize_after(_fused_tail(gm, node), new_quantizer())
-        elif _is_module(gm, node, NEW_GRID_MODULES) or _is_function(node, NEW_GRID_FUNCTIONS, NEW_GRID_METHODS):
+        elif _is_new_grid(gm, node, inputs):
             for arg in inputs:
                 if arg not in quantizer_of:
                     quantize_after(arg, new_quantizer())
@@ -204,6 +207,30 @@ def _insert_quantizers(gm: fx.GraphModule, quantized_layers: set[str], plan: Qua
     gm.recompile()
 
 
+SHAPE_ARITHMETIC = (operator.mul, operator.add, operator.sub, operator.floordiv, operator.getitem)
+
+
+def _is_shape_value(node: fx.Node) -> bool:
+    """A number computed from tensor shapes (x.shape[1] * x.shape[2], x.size(0)), not a tensor."""
+    if node.op == "call_function" and node.target is getattr:
+        return node.args[1] == "shape"
+    if node.op == "call_method" and node.target in ("size", "dim"):
+        return True
+    if node.op == "call_function" and node.target in SHAPE_ARITHMETIC:
+        args = [a for a in node.args if isinstance(a, fx.Node)]
+        return bool(args) and all(_is_shape_value(a) for a in args)
+    return False
+
+
+def _is_new_grid(gm: fx.GraphModule, node: fx.Node, inputs: list[fx.Node]) -> bool:
+    """An op whose output gets a grid of its own: add, concat, average pool, a product of two tensors."""
+    if any(_is_shape_value(a) for a in inputs):
+        return False
+    if _is_function(node, PRODUCT_FUNCTIONS, PRODUCT_METHODS):
+        return len(inputs) == 2
+    return _is_module(gm, node, NEW_GRID_MODULES) or _is_function(node, NEW_GRID_FUNCTIONS, NEW_GRID_METHODS)
+
+
 def _passes_through(gm: fx.GraphModule, node: fx.Node) -> bool:
     return _is_module(gm, node, PASSTHROUGH_MODULES) or _is_function(node, PASSTHROUGH_FUNCTIONS, PASSTHROUGH_METHODS)
 
@@ -211,6 +238,9 @@ def _passes_through(gm: fx.GraphModule, node: fx.Node) -> bool:
 def _float_reason(gm: fx.GraphModule, name: str, module: nn.Module, called: set[str], bits: dict[str, int]) -> str:
     """Why a layer with parameters stays float ('' when it is quantized)."""
     type_name = type(module).__name__
+    if not name:  # parameters of the model itself (a learned position table): no layer consumes them
+        own = ", ".join(n for n, _ in module.named_parameters(recurse=False))
+        return f"the model's own parameters ({own}) are used by elementwise ops, not by a layer: kept float"
     if isinstance(module, QUANTIZABLE) and name not in called:
         return f"runs inside {name.rsplit('.', 1)[0] or 'its parent'} (not called as a layer): no QDQ pair around it"
     if not isinstance(module, QUANTIZABLE):
@@ -231,7 +261,7 @@ def _plan_layers(gm: fx.GraphModule, bits: dict[str, int], group_size: int, redu
         type_name = type(module).__name__
         reason = _float_reason(gm, name, module, called, bits)
         if reason:
-            plan.layers.append(LayerPlan(name, type_name, "float", reason=reason))
+            plan.layers.append(LayerPlan(name or "(model)", type_name, "float", reason=reason))
             continue
         quantized.add(name)
         granularity = f"group of {group_size} input channels" if group_size and bits[name] < 8 else "per output channel"

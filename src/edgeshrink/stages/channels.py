@@ -16,7 +16,9 @@ model can be rebuilt from a file without pickles (`architecture.py`).
 
 from __future__ import annotations
 
+import copy
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -57,6 +59,9 @@ class ChannelsConfig(StageConfig):
         8, ge=1, description="keep channel counts a multiple of this (ONNX Runtime blocks: 8 on AVX2, 16 on AVX-512)"
     )
     steps: int = Field(1, ge=1)
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, description="points of validation accuracy the stage may lose: a step over it is undone"
+    )
     calibration_batches: int = Field(4, ge=1, description="training batches for taylor and sensitivity")
     scope: Scope = Scope()
     finetune: TrainConfig = TrainConfig(epochs=2)
@@ -244,38 +249,83 @@ def channels(artifact: Artifact, cfg: ChannelsConfig, ctx: StageContext) -> Arti
     batches = ctx.batches(cfg.calibration_batches) if (needs_batches and ctx.batches) else None
     notes = score_groups(model, graph, groups, cfg.criterion, batches)
     curves = _sensitivity(model, cfg, groups, originals, shape, batches, ctx) if cfg.mode == "sensitivity" else {}
-    history: list[dict] = []
-    all_edits = []
-    arch = artifact.arch
-    for step in range(1, cfg.steps + 1):
-        if step > 1:  # importance after fine-tuning, on the current (already smaller) model
-            graph = dependency_graph(model, shape)
-            groups = find_groups(model, graph, ignored)
-            score_groups(model, graph, groups, cfg.criterion, batches)
-        ratios, how = _allocate(model, graph, cfg, groups, settings, curves, originals, shape, macs0, step / cfg.steps)
-        remove_channels(model, graph, groups, ratios, originals, cfg.round_to)
-        edits = edits_from_history(graph.pruning_history())
-        arch = arch.with_channel_edits(shape, edits)
-        all_edits += edits
-        macs = count_macs(model, shape)
-        notes.append(
-            f"step {step}/{cfg.steps}: {how}; MACs {macs0:,} -> {macs:,} ({100 * (1 - macs / macs0):.1f}% less)"
-        )
-        ctx.progress.line(f"[channels] {notes[-1]}")
-        train_cfg = cfg.finetune
-        if step == cfg.steps and cfg.final_epochs is not None:
-            train_cfg = train_cfg.model_copy(update={"epochs": cfg.final_epochs})
-        history += [{"step": step, **h} for h in ctx.train(model, train_cfg, f"channels {step}/{cfg.steps}")]
+    ignored_names = {n for n, m in model.named_modules() if any(m is i for i in ignored)}
+    steps = _Steps(cfg, ctx, shape, ignored_names, batches, macs0, notes)
+    model, arch, graph, groups, history, edits = steps.run(
+        model, artifact.arch, graph, groups, settings, curves, originals
+    )
     record = StageRecord(
         stage="channels",
         config=cfg.model_dump(mode="json"),
         layers=_rows(model, graph, groups, originals, curves),
         accuracy=ctx.accuracy(model),
         history=history,
-        edits=[e.model_dump() for e in all_edits],
+        edits=[e.model_dump() for e in edits],
         notes=notes,
     )
-    return artifact.with_record(record, arch=arch)
+    return artifact.with_record(record, model=model, arch=arch)
+
+
+@dataclass
+class _Steps:
+    """The stage's steps: remove channels, fine-tune, and with a budget undo the first step that loses
+    more than `max_accuracy_drop` against the accuracy the stage started with (and stop there)."""
+
+    cfg: ChannelsConfig
+    ctx: StageContext
+    shape: tuple[int, ...]
+    ignored: set[str]  # names of the layers whose channels stay (excluded, the classifier)
+    batches: list | None
+    macs0: int
+    notes: list[str]
+
+    def run(self, model, arch, graph, groups, settings, curves, originals):
+        cfg, history, edits = self.cfg, [], []
+        for step in range(1, cfg.steps + 1):
+            if step > 1:  # importance after fine-tuning, on the current (already smaller) model
+                graph = dependency_graph(model, self.shape)
+                groups = find_groups(model, graph, self._ignored(model))
+                score_groups(model, graph, groups, cfg.criterion, self.batches)
+            before = (copy.deepcopy(model), arch, len(edits), len(history))
+            fraction = step / cfg.steps
+            ratios, how = _allocate(
+                model, graph, cfg, groups, settings, curves, originals, self.shape, self.macs0, fraction
+            )
+            remove_channels(model, graph, groups, ratios, originals, cfg.round_to)
+            new = edits_from_history(graph.pruning_history())
+            arch, edits = arch.with_channel_edits(self.shape, new), edits + new
+            macs = count_macs(model, self.shape)
+            less = 100 * (1 - macs / self.macs0)
+            self.notes.append(f"step {step}/{cfg.steps}: {how}; MACs {self.macs0:,} -> {macs:,} ({less:.1f}% less)")
+            self.ctx.progress.line(f"[channels] {self.notes[-1]}")
+            train_cfg = cfg.finetune
+            if step == cfg.steps and cfg.final_epochs is not None:
+                train_cfg = train_cfg.model_copy(update={"epochs": cfg.final_epochs})
+            history += [{"step": step, **h} for h in self.ctx.train(model, train_cfg, f"channels {step}/{cfg.steps}")]
+            if self._over_budget(model, step):
+                model, arch, kept_edits, kept_history = before
+                edits, history = edits[:kept_edits], history[:kept_history]
+                graph = dependency_graph(model, self.shape)
+                groups = find_groups(model, graph, self._ignored(model))
+                break
+        return model, arch, graph, groups, history, edits
+
+    def _ignored(self, model) -> list:
+        return [m for n, m in model.named_modules() if n in self.ignored]
+
+    def _over_budget(self, model, step: int) -> bool:
+        budget, start = self.cfg.max_accuracy_drop, self.ctx.start_accuracy
+        if budget is None or start is None:
+            return False
+        accuracy = self.ctx.accuracy(model)
+        if accuracy is None or start - accuracy <= budget:
+            return False
+        self.notes.append(
+            f"accuracy budget {budget:g} points: step {step} of {self.cfg.steps} lost {start - accuracy:.2f} "
+            f"({start:.2f}% -> {accuracy:.2f}%), so it is undone and the stage stops at step {step - 1}"
+        )
+        self.ctx.progress.line(f"[channels] {self.notes[-1]}")
+        return True
 
 
 def _rows(model, graph, groups, originals, curves) -> list[dict]:

@@ -9,6 +9,9 @@ Two ways to say how much:
 With `iterations` > 1 the amount grows over the rounds along `schedule` (cubic: the gradual schedule of
 Zhu & Gupta 2017), with `finetune` epochs of retraining after each round (`final_epochs` after the
 last one: recovering at the final sparsity is where longer training pays). Masks only ever shrink.
+With `max_accuracy_drop`, the first round that loses more is undone, and `backoff_steps` bisections
+between it and the last round within the budget (each fine-tuned and measured) find the highest amount
+that holds: a compact net whose first round already costs too much still gets pruned.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class PruneConfig(StageConfig):
         None,
         ge=0,
         description="points of validation accuracy the stage may lose: rounds stop at the last one within it",
+    )
+    backoff_steps: int = Field(
+        2, ge=0, description="with a budget: bisections between the last round within it and the one that was not"
     )
 
     @model_validator(mode="after")
@@ -96,9 +102,10 @@ def _round_masks(
     return {name: _keep_top(w, round(w.numel() * (1 - frac * amount[name]))) for name, w in weights.items()}
 
 
-def _prune_round(model, layers, cfg, amount, std0, i: int, ctx: StageContext) -> list[dict]:
-    """One round: masks for this round's amount, then its fine-tuning."""
-    frac = schedule_fraction(i, cfg.iterations, cfg.schedule)
+def _prune_round(model, layers, cfg, amount, std0, i: int, ctx: StageContext, frac: float | None = None) -> list[dict]:
+    """One round: masks for this round's amount (or `frac` of the full amount), then its fine-tuning."""
+    backoff = frac is not None  # a bisection try: never the final round's longer training
+    frac = schedule_fraction(i, cfg.iterations, cfg.schedule) if frac is None else frac
     with torch.no_grad():
         masks = _round_masks(layers, cfg, amount, frac, std0)
         for name, module in layers:
@@ -108,14 +115,37 @@ def _prune_round(model, layers, cfg, amount, std0, i: int, ctx: StageContext) ->
                     f"prune: round {i} removes every weight of layer {name!r}; lower its quality/sparsity"
                 )
     train_cfg = cfg.finetune
-    if i == cfg.iterations and cfg.final_epochs is not None:
+    if i == cfg.iterations and cfg.final_epochs is not None and not backoff:
         train_cfg = train_cfg.model_copy(update={"epochs": cfg.final_epochs})
-    return [{"round": i, **h} for h in ctx.train(model, train_cfg, f"prune {i}/{cfg.iterations}")]
+    label = f"prune back-off {i}" if backoff else f"prune {i}/{cfg.iterations}"
+    return [{"round": i, **h} for h in ctx.train(model, train_cfg, label)]
 
 
 def _sparsity(layers: list[tuple[str, nn.Module]]) -> float:
     total = sum(m.weight.numel() for _, m in layers)
     return 1.0 - sum(int(m.weight.detach().count_nonzero()) for _, m in layers) / max(total, 1)
+
+
+def _back_off(kept, bounds, cfg, amount, std0, ctx: StageContext, reference: float, notes: list[str]):
+    """Bisect the schedule fraction between `bounds` (within the budget, over it), each try pruned from
+    the model kept so far and fine-tuned; returns the model at the highest fraction within the budget."""
+    low, high = bounds
+    history: list[dict] = []
+    for step in range(1, cfg.backoff_steps + 1):
+        frac = (low + high) / 2
+        trial = copy.deepcopy(kept)
+        layers = select_layers(trial, cfg.scope, "prune")
+        history += [{"backoff": step, **h} for h in _prune_round(trial, layers, cfg, amount, std0, step, ctx, frac)]
+        accuracy = ctx.accuracy(trial)
+        within = reference - accuracy <= cfg.max_accuracy_drop  # type: ignore[operator]
+        verdict = "kept" if within else "undone"
+        notes.append(
+            f"back-off {step}/{cfg.backoff_steps}: {100 * _sparsity(layers):.1f}% sparse, "
+            f"{accuracy:.2f}% (drop {reference - accuracy:.2f}): {verdict}"
+        )
+        ctx.progress.line(f"[prune] {notes[-1]}")
+        kept, low, high = (trial, frac, high) if within else (kept, low, frac)
+    return kept, history
 
 
 @register_stage(PruneConfig)
@@ -135,13 +165,16 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
             continue
         accuracy = ctx.accuracy(model)
         drop = reference - accuracy
-        if drop > cfg.max_accuracy_drop:  # back to the last round within the budget, and stop
+        if drop > cfg.max_accuracy_drop:  # back to the last round within the budget, bisect, and stop
             notes.append(
                 f"accuracy budget {cfg.max_accuracy_drop:g} points: round {i} of {cfg.iterations} lost {drop:.2f} "
-                f"({reference:.2f}% -> {accuracy:.2f}%, {100 * _sparsity(layers):.1f}% sparse); kept "
+                f"({reference:.2f}% -> {accuracy:.2f}%, {100 * _sparsity(layers):.1f}% sparse); back to "
                 + (f"round {i - 1}" if i > 1 else "the unpruned weights")
             )
-            model = before
+            low = schedule_fraction(i - 1, cfg.iterations, cfg.schedule) if i > 1 else 0.0
+            high = schedule_fraction(i, cfg.iterations, cfg.schedule)
+            model, more = _back_off(before, (low, high), cfg, amount, std0, ctx, reference, notes)
+            history += more
             layers = select_layers(model, cfg.scope, "prune")
             break
     if notes:
