@@ -6,7 +6,8 @@ activation quantizers (`ActQuant`) are inserted:
 - at the input of every quantized layer (Conv1d/Conv2d/Linear) and of every add, concat, average
   pool or product of two tensors (a squeeze-excite gate), unless that tensor is already quantized;
 - at the output of every quantized layer, after its ReLU/ReLU6 when that is the only consumer (so the
-  runtime fuses Conv+ReLU into one integer kernel), and at the output of add/concat/pooling/product;
+  runtime fuses Conv+ReLU into one integer kernel), and at the output of add/concat/pooling/product
+  (likewise after a ReLU that is its only consumer: a residual add and its ReLU become one QLinearAdd);
 - after shape-only ops (max pool, flatten, reshape, dropout) of a quantized tensor, sharing the
   input's quantizer: the values are already on that grid, and the runtime needs a Q/DQ pair there to
   keep the next kernel in integers.
@@ -198,7 +199,7 @@ def _insert_quantizers(gm: fx.GraphModule, quantized_layers: set[str], plan: Qua
             for arg in inputs:
                 if arg not in quantizer_of:
                     quantize_after(arg, new_quantizer())
-            quantize_after(node, new_quantizer())
+            quantize_after(_fused_tail(gm, node), new_quantizer())  # add + ReLU: one QLinearAdd, no float ReLU
         elif _passes_through(gm, node) and inputs and inputs[0] in quantizer_of:
             if node.users and all(u in quantizer_of for u in node.users):
                 continue  # already followed by a quantizer (a fused activation)
