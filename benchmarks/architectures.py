@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,23 +20,27 @@ from pathlib import Path
 import torch
 
 import edgeshrink
-from edgeshrink.environment import environment
 from edgeshrink.recipes import list_recipes
 from edgeshrink.tasks.data import Split
 from edgeshrink.tasks.registry import load_task
 from edgeshrink.train import Progress, evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import baseline, task_data_dir  # noqa: E402
+from common import MODEL_TASKS, baseline, run_models, task_data_dir  # noqa: E402
 
-TASKS = {"transformer": "mnist-row-transformer", "gru": "mnist-row-gru", "mobilenetv3": "mnist-mobilenetv3"}
+TASKS = {name: MODEL_TASKS[name] for name in ("transformer", "gru", "mobilenetv3")}
 
 
 def validation_split(train: Split, n: int, held: int) -> Split:
     """`held` training images the baseline never saw: the tail of the permutation whose head is the
     task's fixed training subset (`Split.subset(n, seed=0)`)."""
     order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))
-    idx = order[n:][-held:] if n < len(order) else order[-held:]
+    if n + held > len(order):
+        raise edgeshrink.EdgeshrinkError(
+            f"{n:,} training images for the baseline leave fewer than {held:,} for the validation split: "
+            "lower --train-subset or --val-size"
+        )
+    idx = order[n:][-held:]
     return Split(train.inputs[idx], train.labels[idx])
 
 
@@ -152,21 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not names or any(n not in TASKS for n in names):
-        parser.error(f"--models takes names from {', '.join(TASKS)}")
     torch.set_num_threads(2)
-    progress = Progress(not args.quiet)
-    try:
-        entries = [run_model(name, args, progress) for name in names]
-    except edgeshrink.EdgeshrinkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    payload = {"benchmark": "architectures", "command": " ".join(sys.argv), "environment": environment()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**payload, "results": entries}, indent=2, default=str))
-    print(markdown(entries))
-    return 0
+    return run_models("architectures", args, run_model, markdown, TASKS)
 
 
 if __name__ == "__main__":

@@ -40,12 +40,15 @@ def add_run_options(parser: argparse.ArgumentParser, runs_dir: str) -> None:
     parser.add_argument("--quiet", action="store_true")
 
 
-def run_models(benchmark: str, args, run_model: Callable, markdown: Callable[[list[dict]], str]) -> int:
-    """Run `run_model(name, args, progress)` for each of --models, write the JSON to --out, print markdown."""
+def run_models(
+    benchmark: str, args, run_model: Callable, markdown: Callable[[list[dict]], str], choices=MODEL_TASKS
+) -> int:
+    """Run `run_model(name, args, progress)` for each of --models (names from `choices`), write the JSON
+    to --out, print markdown."""
     names = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [n for n in names if n not in MODEL_TASKS]
+    unknown = [n for n in names if n not in choices]
     if unknown or not names:
-        print(f"error: unknown model(s) {unknown}; choose from {', '.join(MODEL_TASKS)}", file=sys.stderr)
+        print(f"error: unknown model(s) {unknown}; choose from {', '.join(choices)}", file=sys.stderr)
         return 2
     progress = Progress(not args.quiet)
     try:

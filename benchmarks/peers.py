@@ -61,8 +61,7 @@ def nncf_onnx(model: nn.Module, fp32_path: Path, calibration: torch.Tensor, out:
     fp32 = onnx.load(str(fp32_path))
     name = fp32.graph.input[0].name
     data = nncf.Dataset(_batches(calibration), lambda x: {name: x.numpy()})
-    subset = sum(len(b) for b in _batches(calibration))
-    quantized = nncf.quantize(fp32, data, subset_size=subset)
+    quantized = nncf.quantize(fp32, data, subset_size=len(calibration))
     onnx.save(quantized, str(out))
     return out
 

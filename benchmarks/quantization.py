@@ -203,7 +203,9 @@ def calibration_samples(name, model, task, data, args, fp32_path: Path, rows: di
             model, load_recipe(RECIPES["int8-ptq"]), calibration_loader=calibration.loader(128),
             out=out_dir / f"int8-ptq-seed{seed}", seed=args.seed, arch=task.arch, progress=False,
         )  # fmt: skip
-        paths = {"int8-ptq": edgeshrink.export(result, out_dir / f"int8-ptq-seed{seed}.onnx", example).path}
+        verify = [data.test.inputs[: args.verify_examples]]
+        ptq = edgeshrink.export(result, out_dir / f"int8-ptq-seed{seed}.onnx", example, verify_data=verify)
+        paths = {"int8-ptq": ptq.path}
         for peer in quantizers[1:]:
             paths[peer] = run_peer(peer, model, fp32_path, calibration.inputs, out_dir / f"{peer}-seed{seed}.onnx")
         per_seed.append(

@@ -1,7 +1,6 @@
 """A recipe's accuracy budget: shared out among the stages, judged over the whole run, strict = error."""
 
 import pytest
-import torch
 from helpers import SmallNet, loaders
 
 import edgeshrink
@@ -9,15 +8,7 @@ from edgeshrink.errors import BudgetError
 from edgeshrink.pipeline.budget import recipe_budget, with_remaining_budget
 from edgeshrink.recipes import list_recipes, load_recipe
 from edgeshrink.stages.base import parse_stage
-from edgeshrink.train import TrainConfig, evaluate, fit
-
-
-@pytest.fixture(scope="module")
-def trained():
-    torch.manual_seed(0)
-    model = SmallNet()
-    fit(model, loaders()[0], TrainConfig(epochs=4, lr=3e-3))
-    return model.eval()
+from edgeshrink.train import evaluate
 
 
 def test_each_stage_gets_what_is_left_never_more_than_its_own():

@@ -9,7 +9,7 @@ from edgeshrink.artifact import Artifact
 from edgeshrink.errors import ConfigError, ScopeError
 from edgeshrink.scope import Scope
 from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
-from edgeshrink.train import TrainConfig, fit
+from edgeshrink.train import TrainConfig, evaluate, fit
 from edgeshrink.weights import get_mask
 
 
@@ -133,15 +133,18 @@ def test_generic_selectors_and_precedence():
         per_layer(model, layers, {"fc*3": 1}, 0, "t")
 
 
-def test_accuracy_budget_stops_at_the_last_round_within_it():
+def budget_setting():
+    """A SmallNet trained 3 epochs, its validation loader and accuracy, and a context that evaluates on it."""
     torch.manual_seed(0)
     train_loader, val_loader = loaders()
     model = SmallNet()
     fit(model, train_loader, TrainConfig(epochs=3, lr=3e-3))
-    from edgeshrink.train import evaluate
-
-    reference = evaluate(model, val_loader)
     ctx = StageContext(finetune=None, evaluate=lambda m: evaluate(m, val_loader))
+    return model, val_loader, evaluate(model, val_loader), ctx
+
+
+def test_accuracy_budget_stops_at_the_last_round_within_it():
+    model, val_loader, reference, ctx = budget_setting()
     settings = {"type": "prune", "method": "sparsity", "sparsity": 0.97, "iterations": 4, "schedule": "linear"}
     cfg = parse_stage({**settings, "max_accuracy_drop": 1.0, "finetune": {"epochs": 0}})
     after = apply_stage(Artifact(model), cfg, ctx)
@@ -160,14 +163,7 @@ def test_accuracy_budget_stops_at_the_last_round_within_it():
 
 
 def test_back_off_bisects_to_the_highest_tried_sparsity_within_the_budget():
-    from edgeshrink.train import evaluate
-
-    torch.manual_seed(0)
-    train_loader, val_loader = loaders()
-    model = SmallNet()
-    fit(model, train_loader, TrainConfig(epochs=3, lr=3e-3))
-    reference = evaluate(model, val_loader)
-    ctx = StageContext(finetune=None, evaluate=lambda m: evaluate(m, val_loader))
+    model, val_loader, reference, ctx = budget_setting()
     settings = {"type": "prune", "method": "sparsity", "sparsity": 0.95, "finetune": {"epochs": 0}}
     cfg = parse_stage({**settings, "max_accuracy_drop": 1.0, "backoff_steps": 3})
     after = apply_stage(Artifact(copy.deepcopy(model)), cfg, ctx)

@@ -21,14 +21,6 @@ def _quant_mse(samples, lo, hi):
     return float(np.mean(((q - zp) * scale - samples) ** 2))
 
 
-@pytest.fixture(scope="module")
-def trained():
-    torch.manual_seed(0)
-    model = SmallNet()
-    fit(model, loaders()[0], TrainConfig(epochs=4, lr=3e-3))
-    return model.eval()
-
-
 def test_calibrators_clip_outliers_and_mse_is_optimal_among_its_candidates():
     rng = np.random.default_rng(0)
     samples = np.concatenate([rng.normal(0, 1, 200_000), [60.0, -45.0]]).astype(np.float32)

@@ -99,9 +99,9 @@ def _weight_initializer(inits: dict[str, onnx.TensorProto], w: QuantizedWeight, 
             and init.data_type == TensorProto.FLOAT
             and np.allclose(numpy_helper.to_array(init), target, rtol=1e-6, atol=atol)
         ]
-        fresh = [m for m in matches if m not in done]
-        if fresh or matches:
-            return (fresh or matches)[0], True
+        candidates = [m for m in matches if m not in done] or matches
+        if candidates:
+            return candidates[0], True
     raise ExportError(f"export: no initializer {name!r} in the exported graph; cannot store its integer weights")
 
 
@@ -124,7 +124,7 @@ def rewrite_weights(model: onnx.ModelProto, weights: list[QuantizedWeight]) -> l
         name, transposed = _weight_initializer(inits, w, set(done))
         if name in done:  # one initializer for equal weights: already integers behind its DequantizeLinear
             _check_same(done[name], w, name)
-            rows.append({"layer": w.layer, "weight": "INT8" if _storage_bits(w.bits) == 8 else "INT4", "bias": "float"})
+            rows.append({"layer": w.layer, "weight": f"INT{_storage_bits(w.bits)}", "bias": "float"})
             continue
         done[name] = w
         consumers = _consumers(graph, name)

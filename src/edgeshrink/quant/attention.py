@@ -139,13 +139,13 @@ class TraceableEncoder(nn.Module):
         return x if self.norm is None else self.norm(x)
 
 
+KINDS = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.MultiheadAttention)
+
+
 def _decomposable(module: nn.Module) -> bool:
+    """No attention inside uses the variants TraceableAttention does not cover."""
     attention = [m for m in module.modules() if isinstance(m, nn.MultiheadAttention)]
-    if any(m.bias_k is not None or m.add_zero_attn for m in attention):
-        return False
-    if isinstance(module, nn.TransformerEncoderLayer):
-        return isinstance(module.activation, nn.Module) or callable(module.activation)
-    return isinstance(module, nn.TransformerEncoder | nn.MultiheadAttention)
+    return not any(m.bias_k is not None or m.add_zero_attn for m in attention)
 
 
 def _replacement(module: nn.Module) -> nn.Module:
@@ -159,10 +159,9 @@ def _replacement(module: nn.Module) -> nn.Module:
 def decompose(model: nn.Module, only: list[str] | None = None) -> list[str]:
     """Replace (in place) the outermost attention modules of `model` by their traceable forms; `only`
     limits it to those names (what a file recorded). Returns the names replaced."""
-    kinds = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.MultiheadAttention)
     replaced: list[str] = []
     for name, module in list(model.named_modules()):
-        if not name or not isinstance(module, kinds) or any(name.startswith(r + ".") for r in replaced):
+        if not name or not isinstance(module, KINDS) or any(name.startswith(r + ".") for r in replaced):
             continue
         if (only is not None and name not in only) or not _decomposable(module):
             continue
@@ -178,6 +177,8 @@ def decompose(model: nn.Module, only: list[str] | None = None) -> list[str]:
 def traceable(model: nn.Module) -> tuple[nn.Module, list[str], str]:
     """(a copy of `model` with its attention decomposed, the names rewritten, '') when torch.fx can
     trace that copy; otherwise (`model`, [], why): the attention layers then stay float as leaves."""
+    if not any(isinstance(m, KINDS) for m in model.modules()):
+        return model, [], ""
     copied = copy.deepcopy(model)
     names = decompose(copied)
     if not names:

@@ -66,14 +66,12 @@ class QuantPlan:
     layers: list[LayerPlan] = field(default_factory=list)
     activations: list[str] = field(default_factory=list)  # ActQuant module names, in graph order
     folded_batchnorms: list[str] = field(default_factory=list)
-    rewritten: list[str] = field(default_factory=list)  # attention modules decomposed (quant/attention.py)
 
     def to_dict(self) -> dict:
         return {
             "layers": [layer.to_dict() for layer in self.layers],
             "activations": list(self.activations),
             "folded_batchnorms": list(self.folded_batchnorms),
-            "rewritten": list(self.rewritten),
         }
 
 
@@ -145,7 +143,7 @@ def prepare(
     if rewrite:
         decompose(baked, list(rewrite))
     gm, folded = _trace(baked)
-    plan = QuantPlan(folded_batchnorms=folded, rewritten=list(rewrite))
+    plan = QuantPlan(folded_batchnorms=folded)
     quantized_layers = _plan_layers(gm, bits, group_size, reduced_range, plan)
     _insert_quantizers(gm, quantized_layers, plan, learn_scales)
     shared_layers = _attach_weight_quantizers(gm, quantized_layers, bits, masks, codebooks, group_size, reduced_range)

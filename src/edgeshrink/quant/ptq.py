@@ -65,8 +65,6 @@ def post_training_quantize(
     model: nn.Module, batches: Batches, weight_bits: int = 8, settings: PTQSettings | None = None
 ) -> tuple[nn.Module, QuantPlan]:
     """Every quantizable layer at `weight_bits`, calibrated on `batches` ((inputs, labels) pairs)."""
-    model, rewritten, _ = traceable(model)
+    model, _, _ = traceable(model)  # attention as plain layers, when it traces
     bits = dict.fromkeys(quantizable_layers(model), weight_bits)
-    quantized, plan = build_quantized(model, bits, list(batches), settings or PTQSettings())
-    plan.rewritten = rewritten
-    return quantized, plan
+    return build_quantized(model, bits, list(batches), settings or PTQSettings())

@@ -65,7 +65,7 @@ def classifier_name(model: nn.Module, input_shape: Sequence[int]) -> str:
 
 def _untraceable(model: nn.Module, exc: Exception) -> str:
     """Why torch-pruning could not couple the channels, naming the layer types that usually cause it."""
-    suspects = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase | nn.MultiheadAttention)})
+    suspects = sorted({type(m).__name__ for m in fixed_width_layers(model)})
     cause = f" (the model has {', '.join(suspects)} layers, whose channels it cannot couple)" if suspects else ""
     return (
         f"channels: torch-pruning cannot trace the channel dependencies of this model{cause}: "

@@ -237,7 +237,8 @@ def channels(artifact: Artifact, cfg: ChannelsConfig, ctx: StageContext) -> Arti
     layers = select_layers(model, cfg.scope, "channels")
     classifier = classifier_name(model, shape)
     chosen = {n for n, _ in layers} - {classifier}
-    ignored = [m for n, m in prunable_weights(model) if n not in chosen]
+    ignored_names = {n for n, _ in prunable_weights(model) if n not in chosen}
+    ignored = [m for n, m in prunable_weights(model) if n in ignored_names]
     graph = dependency_graph(model, shape)
     groups = find_groups(model, graph, ignored)
     if not groups:
@@ -249,7 +250,6 @@ def channels(artifact: Artifact, cfg: ChannelsConfig, ctx: StageContext) -> Arti
     batches = ctx.batches(cfg.calibration_batches) if (needs_batches and ctx.batches) else None
     notes = score_groups(model, graph, groups, cfg.criterion, batches)
     curves = _sensitivity(model, cfg, groups, originals, shape, batches, ctx) if cfg.mode == "sensitivity" else {}
-    ignored_names = {n for n, m in model.named_modules() if any(m is i for i in ignored)}
     steps = _Steps(cfg, ctx, shape, ignored_names, batches, macs0, notes)
     model, arch, graph, groups, history, edits = steps.run(
         model, artifact.arch, graph, groups, settings, curves, originals
@@ -286,7 +286,8 @@ class _Steps:
                 graph = dependency_graph(model, self.shape)
                 groups = find_groups(model, graph, self._ignored(model))
                 score_groups(model, graph, groups, cfg.criterion, self.batches)
-            before = (copy.deepcopy(model), arch, len(edits), len(history))
+            budgeted = cfg.max_accuracy_drop is not None and self.ctx.start_accuracy is not None
+            before = (copy.deepcopy(model), arch, len(edits), len(history)) if budgeted else None
             fraction = step / cfg.steps
             ratios, how = _allocate(
                 model, graph, cfg, groups, settings, curves, originals, self.shape, self.macs0, fraction
@@ -302,7 +303,7 @@ class _Steps:
             if step == cfg.steps and cfg.final_epochs is not None:
                 train_cfg = train_cfg.model_copy(update={"epochs": cfg.final_epochs})
             history += [{"step": step, **h} for h in self.ctx.train(model, train_cfg, f"channels {step}/{cfg.steps}")]
-            if self._over_budget(model, step):
+            if before is not None and self._over_budget(model, step):
                 model, arch, kept_edits, kept_history = before
                 edits, history = edits[:kept_edits], history[:kept_history]
                 graph = dependency_graph(model, self.shape)

@@ -90,7 +90,7 @@ def _mixed_precision(
     Otherwise (or when `sensitivity` is asked for) measure each layer's drop alone, then raise the most
     sensitive layers (sub-byte -> 8 bits -> float) until the drop is within the budget. Returns the final
     bits, the sensitivities and the calibrated model of the final bits (not built a second time)."""
-    built = None
+    built, drop = None, 0.0
     if cfg.max_accuracy_drop is not None and not cfg.sensitivity:
         built = build(bits)
         drop = reference - ctx.accuracy(built[0])
@@ -105,8 +105,9 @@ def _mixed_precision(
     order = sorted(sensitivity, key=sensitivity.get, reverse=True)
     bits = dict(bits)
     while True:
-        built = built or build(bits)
-        drop = reference - ctx.accuracy(built[0])
+        if built is None:  # the all-layers build of the first check is already measured
+            built = build(bits)
+            drop = reference - ctx.accuracy(built[0])
         ctx.progress.line(f"[quantize] {len(bits)} layer(s) quantized: accuracy drop {drop:.2f} points")
         if drop <= cfg.max_accuracy_drop or not bits:
             notes.append(f"mixed precision: drop {drop:.2f} <= budget {cfg.max_accuracy_drop} points")
