@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The tests also cover TFLite export: the optional [tflite] extra (several hundred MB), installed in one
+# The tests also cover TFLite and TFLite Micro export: the optional [tflite] (several hundred MB) and [tflm]
+# extras, installed in one
 # resolve with the pinned torch so pip never swaps it for a CUDA build.
 $(TFLITE_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e ".[dev,tflite]"
+	$(BIN)/pip install --quiet -e ".[dev,tflite,tflm]"
 	touch $(TFLITE_STAMP)
 
 env: $(STAMP)

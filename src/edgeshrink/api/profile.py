@@ -51,8 +51,11 @@ def _latency_of_artifact(art: Artifact, threads: int, onnx: bool, notes: list[st
 
 
 def _latency_of_file(path: Path, kind: str, threads: int) -> dict[str, Timing]:
-    from edgeshrink.measure.latency import measure_onnx, measure_tflite
+    from edgeshrink.measure.latency import measure_onnx, measure_tflite, measure_tflm
+    from edgeshrink.measure.tflite_graph import needs_tflm
 
+    if kind == "tflite" and needs_tflm(path):
+        return {"tflm": measure_tflm(path)}
     if kind == "tflite":
         return {"litert": measure_tflite(path, threads)}
     from edgeshrink.measure.onnx_graph import input_shape, load_onnx

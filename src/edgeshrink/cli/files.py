@@ -68,6 +68,8 @@ def _print_result(result, fmt: str) -> None:
             f"int8 input: scale {i['scale']:.6g}, zero point {i['zero_point']}; "
             f"int8 output: scale {o['scale']:.6g}, zero point {o['zero_point']}"
         )
+    if fmt in ("tflm", "c"):
+        _print_tensors(result)
     if result.kernel_choice:
         k = result.kernel_choice
         times = ", ".join(f"{name} {ms:.3f} ms" for name, ms in k["measured_batch1_ms"].items())
@@ -80,6 +82,21 @@ def _print_result(result, fmt: str) -> None:
         agreement = f", top-1 agreement {p['top1_agreement']:.2f}%" if p["top1_agreement"] is not None else ""
         where = f"verified on {p['examples']:,} examples in {result.runtime}"
         typer.echo(f"{where}: max |diff| {p['max_abs_diff']:.3g}{steps}{agreement}")
+
+
+def _print_tensors(result) -> None:
+    """Per weight tensor: the TFLM decode method chosen and its bytes; then file, arena and decode memory."""
+    for t in result.layers:
+        others = ", ".join(f"{m} {b:,}" for m, b in t["candidates"].items())
+        typer.echo(
+            f"  {t['layer'][-24:]:24s} {str(t['shape']):16s} {t['method']:18s} {t['plain_bytes']:>9,} B -> "
+            f"{t['bytes']:>9,} B  (candidates: {others})"
+        )
+    e = result.extra
+    typer.echo(
+        f"file {result.bytes:,} B ({e['uncompressed_int8_bytes']:,} B before DECODE compression); tensor arena "
+        f"{e['arena_bytes']:,} B measured in TFLite Micro, of which decoded weights up to {e['decode_bytes_max']:,} B"
+    )
 
 
 def export(
@@ -102,10 +119,14 @@ def export(
     quantize: Annotated[
         str | None,
         typer.Option(
-            help="tflite / c: none, float16, dynamic, int8 (a float model is calibrated on the task's data) or auto"
+            help="tflite: none, float16, dynamic, int8 (a float model is calibrated on the task's data) or auto"
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="c: symbol and file prefix (NAME_data.h, NAME_data.cc)")] = None,
+    compress: Annotated[
+        str | None,
+        typer.Option(help="tflm / c: weight compression: auto (smallest per tensor), lut, prune, huffman, none"),
+    ] = None,
     verify_examples: Annotated[int, typer.Option(help="test examples used for verification (0: all)")] = 0,
     calibration_examples: Annotated[int, typer.Option(help="int8 of a float model: training examples")] = 512,
 ) -> None:
@@ -116,16 +137,16 @@ def export(
 
     exporter = get_exporter(format)
     exporter.require()
-    options = {
-        k: v for k, v in (("activation_type", activation_type), ("quantize", quantize), ("name", name)) if v is not None
-    }
+    given = {"activation_type": activation_type, "quantize": quantize, "name": name, "compress": compress}
+    options = {k: v for k, v in given.items() if v is not None}
     exporter.resolve(options)  # a wrong option fails before the model is loaded
     t, art = open_artifact(artifact, task, model)
     where = artifact if artifact.is_dir() else artifact.parent
     target = out or (where if format == "c" else where / f"model{exporter.suffix}")
     batches = _verify_batches(t, data_dir, verify_examples) if (verify and t is not None) else None
+    integer = options.get("quantize") == "int8" or format in ("tflm", "c")  # a float model is calibrated first
     calibration = None
-    if t is not None and options.get("quantize") == "int8" and not art.is_quantized:
+    if t is not None and integer and not art.is_quantized:
         calibration = list(t.data(data_dir).train.inputs[:calibration_examples].split(64))
     result = run_export(
         art, target, None, format=format, verify_data=batches, calibration=calibration, verify=verify, **options

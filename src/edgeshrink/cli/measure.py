@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -42,8 +43,10 @@ def _print_device(d) -> None:
         f"    RAM (weights + peak activations): needs {_bytes(f.ram.need)} of {_bytes(f.ram.have)}: {ok[f.ram.ok]}"
     )
     typer.echo(f"    ({dep.note})")
-    if not (f.flash.ok and f.ram.ok):
+    if not (f.flash.ok and f.ram.ok) and math.isfinite(f.shrink_factor):
         typer.echo(f"    must shrink {f.shrink_factor:.1f}x to fit")
+    elif not f.activations_alone_fit:
+        typer.echo("    the peak of the arena alone exceeds RAM: shrinking the weights in flash cannot help")
     typer.echo(f"    latency {lat.ms:.3f} ms ({lat.ops} ops, dense MACs)")
     t = en.op_table
     typer.echo(

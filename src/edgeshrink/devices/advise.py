@@ -99,6 +99,15 @@ def _fit_reason(
             None,
             None,
         )
+    if not fit.activations_alone_fit and any(op.op == "TFLM_DECODE" for op in costs.ops):
+        peak = costs.activations.peak_bytes
+        return (
+            f"fit ({where}): the arena needs {_mb(peak)} at {costs.activations.at}, of RAM {_mb(device.ram_bytes)}: "
+            "TFLite Micro decodes that layer's compressed weights into RAM before it runs, so its dense int8 "
+            "weights must fit; shrink that layer (channels recipe) or choose a device with more RAM",
+            None,
+            None,
+        )
     if not fit.activations_alone_fit:
         peak = costs.activations.peak_bytes
         return (

@@ -39,6 +39,7 @@ class Built:
     step: float | None = None  # the output's quantization step (parity in steps)
     rtol: float = 1e-3  # float files: max |diff| tolerance relative to the output's range
     min_agreement: float = 99.5
+    extra: dict = field(default_factory=dict)  # format-specific measurements, copied to ExportResult.extra
 
 
 @dataclass
@@ -123,7 +124,7 @@ def register_exporter(cls: type[Exporter]) -> type[Exporter]:
 
 
 def _load_builtin_exporters() -> None:
-    from edgeshrink.exporters import c_array, onnx, tflite  # noqa: F401
+    from edgeshrink.exporters import c_array, onnx, tflite, tflm  # noqa: F401
 
 
 def list_exporters() -> list[str]:
@@ -182,6 +183,7 @@ def export_model(
         built.io,
         built.notes,
     )
+    result.extra.update(built.extra)
     if verify:
         batches = [as_input(x) for x in verify_batches] or [as_input(example_input)]
         try:

@@ -1,7 +1,8 @@
-"""`--format c`: a verified .tflite file plus the same bytes as C++ source for microcontroller firmware
-(TFLite Micro): `NAME_data.h` declares the array and its length, `NAME_data.cc` defines them, 16-byte
-aligned (TFLite Micro reads the flatbuffer in place and needs aligned tensor data), the way TFLM's
-examples embed models."""
+"""`--format c`: the TFLite Micro file of `--format tflm` (full int8, weights compressed with TFLM's DECODE
+operator, verified in the TFLM interpreter) plus the same bytes as C++ source for microcontroller
+firmware: `NAME_data.h` declares the array and its length, `NAME_data.cc` defines them, 16-byte aligned
+(TFLite Micro reads the flatbuffer in place and needs aligned tensor data), the way TFLM's examples embed
+models. The header records the I/O quantization and the measured arena."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from edgeshrink.errors import ConfigError
 from edgeshrink.exporters.base import Built, ExportResult, register_exporter
-from edgeshrink.exporters.tflite import TFLiteExporter
+from edgeshrink.exporters.tflm import TFLMExporter
 from edgeshrink.files import atomic_write
 
 BYTES_PER_LINE = 12
@@ -63,9 +64,9 @@ def write_c_array(data: bytes, out_dir: str | Path, name: str, comments: list[st
     return h, cc
 
 
-def header_comments(built: Built, result: ExportResult, arena: int) -> list[str]:
-    """What firmware authors need next to the array: precision, I/O quantization, the arena estimate."""
-    comments = [f"{result.precision}, {result.bytes:,} bytes, verified in LiteRT"]
+def header_comments(built: Built, result: ExportResult) -> list[str]:
+    """What firmware authors need next to the array: precision, I/O quantization, the measured arena."""
+    comments = [f"{result.precision}, {result.bytes:,} bytes, verified in {result.runtime}"]
     if built.io:
         for side in ("input", "output"):
             d = built.io[side]
@@ -74,21 +75,18 @@ def header_comments(built: Built, result: ExportResult, arena: int) -> list[str]
         if "scale" in built.io["input"]:
             comments.append("feed q = clamp(round(x / scale) + zero_point, -128, 127); read (q - zero_point) * scale")
     comments.append(
-        f"tensor arena estimate: {arena:,} bytes = peak live activations (edgeshrink profile, batch 1); "
-        "TFLite Micro adds its own bookkeeping: allocate a margin and check arena_used_bytes()"
+        f"tensor arena: {built.extra['arena_bytes']:,} bytes, the smallest in which TFLite Micro's reference "
+        "kernels load and run this file (measured); optimized kernels may need scratch buffers beyond it"
     )
     return comments
 
 
 @register_exporter
-class CArrayExporter(TFLiteExporter):
+class CArrayExporter(TFLMExporter):
     name = "c"
     suffix = ".cc"
-    runtime = "LiteRT"
-    description = (
-        "NAME.tflite plus NAME_data.h / NAME_data.cc for TFLite Micro firmware (the bytes as an aligned array)"
-    )
-    options = {**TFLiteExporter.options, "name": None}
+    description = "NAME.tflite (the --format tflm file) plus NAME_data.h / NAME_data.cc for TFLite Micro firmware"
+    options = {**TFLMExporter.options, "name": None}
 
     def resolve(self, options: dict) -> dict:
         resolved = super().resolve(options)
@@ -96,15 +94,10 @@ class CArrayExporter(TFLiteExporter):
         return resolved
 
     def write(self, built: Built, path: Path, result: ExportResult, options: dict) -> list[Path]:
-        from edgeshrink.measure.memory import peak_activation_memory
-        from edgeshrink.measure.tflite_graph import from_tflite
-
         name = options["name"]
         folder = path if path.suffix == "" else path.parent
         tflite = atomic_write(folder / f"{name}.tflite", built.data)
-        arena = peak_activation_memory(from_tflite(built.data)).peak_bytes
-        h, cc = write_c_array(built.data, folder, name, header_comments(built, result, arena))
+        h, cc = write_c_array(built.data, folder, name, header_comments(built, result))
         result.path = tflite
-        result.extra["arena_estimate_bytes"] = arena
         result.extra["c_files"] = [str(h), str(cc)]
         return [tflite, h, cc]

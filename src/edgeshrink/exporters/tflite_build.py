@@ -36,6 +36,10 @@ class _Int8Weight(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         ops = torch.ops.quantized_decomposed
+        if self.scale.numel() == 1:  # one grid for the tensor (a shared codebook): one scale in the file
+            scale = float(self.scale[0])
+            q = ops.quantize_per_tensor.default(weight, scale, 0, -127, 127, torch.int8)
+            return ops.dequantize_per_tensor.default(q, scale, 0, -127, 127, torch.int8)
         q = ops.quantize_per_channel.default(weight, self.scale, self.zero_point, 0, -127, 127, torch.int8)
         return ops.dequantize_per_channel.default(q, self.scale, self.zero_point, 0, -127, 127, torch.int8)
 

@@ -45,3 +45,15 @@ def measure_tflite(model: str | Path | bytes, threads: int = 1, runs: int | None
     example = np.zeros([int(d) for d in detail["shape"]], dtype=np.float32)
     samples = time_calls(interpreter_call(interpreter, example), runs=runs)
     return timing_from(samples, int(example.shape[0]), threads, "LiteRT (CPU, XNNPACK)", litert_version())
+
+
+def measure_tflm(model: str | Path | bytes, runs: int | None = None) -> Timing:
+    """TFLite Micro interpreter latency on this host (reference kernels, one thread) of one invoke: a file
+    with weights for TFLM's DECODE operator runs only there (LiteRT has no such operator)."""
+    from edgeshrink.runtimes.tflm import TFLMSession, tflm_version
+
+    session = TFLMSession(Path(model).read_bytes() if not isinstance(model, bytes) else model)
+    shape = tuple(int(d) for d in session.input["shape"])
+    example = np.zeros(shape, dtype=session.input["dtype"])
+    samples = time_calls(lambda: session.run_raw(example), runs=runs)
+    return timing_from(samples, shape[0], 1, "TensorFlow Lite Micro (host, reference kernels)", tflm_version())

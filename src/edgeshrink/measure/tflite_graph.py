@@ -37,6 +37,12 @@ def is_tflite(path: str | Path) -> bool:
     return len(head) == 8 and head[4:8] == TFLITE_IDENTIFIER
 
 
+def needs_tflm(path: str | Path | bytes) -> bool:
+    """True when the file holds weights for TFLite Micro's DECODE operator (LiteRT cannot run it)."""
+    model = load_tflite(path)
+    return any((code.customCode or b"") == b"TFLM_DECODE" for code in model.operatorCodes)
+
+
 def _names(enum_class: type) -> dict[int, str]:
     return {v: k for k, v in vars(enum_class).items() if not k.startswith("_") and isinstance(v, int)}
 
@@ -90,15 +96,17 @@ def from_tflite(path: str | Path | bytes) -> OpGraph:
     def dtype(i: int):
         return _NUMPY_TYPES.get(type_names.get(tensors[i].type, ""), np.uint8)
 
-    weights: dict[str, np.ndarray] = {}
-    for i, t in enumerate(tensors):
-        buffer = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
-        data = getattr(buffer, "data", None)
-        if data is not None and len(data) > 0:
-            raw = np.asarray(data, dtype=np.uint8).tobytes()
-            weights[str(i)] = np.frombuffer(raw, dtype=dtype(i)).reshape(shape(i) or (-1,))
+    raw_buffers = _constant_buffers(model, tensors)
+    weights = {str(i): np.frombuffer(raw, dtype=dtype(i)).reshape(shape(i) or (-1,)) for i, raw in raw_buffers.items()}
+    decoded = _decoded_weights(model, graph, raw_buffers, shape, dtype)
+    for name in {e for op in decoded.values() for e in op["encoded"]}:
+        weights.pop(name, None)  # encoded bytes and tables: file bytes, not parameters
+    weights.update({o: v for op in decoded.values() for o, v in op["outputs"].items()})
+    arena_weights = {o for op in decoded.values() for o in op["outputs"]}
     sizes = {
-        str(i): math.prod(shape(i)) * np.dtype(dtype(i)).itemsize for i in range(len(tensors)) if str(i) not in weights
+        str(i): math.prod(shape(i)) * np.dtype(dtype(i)).itemsize
+        for i in range(len(tensors))
+        if str(i) not in weights or str(i) in arena_weights
     }
     aliases: dict[str, str] = {}
     ops: list[Op] = []
@@ -108,7 +116,11 @@ def from_tflite(path: str | Path | bytes) -> OpGraph:
         op_type = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"CUSTOM_{code.builtinCode}")
         ins = [str(i) for i in (operator.inputs if operator.inputs is not None else []) if i >= 0]
         outs = [str(i) for i in (operator.outputs if operator.outputs is not None else [])]
-        acts = [i for i in ins if i not in weights]
+        if k in decoded:  # TFLM_DECODE: writes decoded weights into the arena for the next op
+            outs = list(decoded[k]["outputs"])
+            ops.append(Op(f"TFLM_DECODE_{k}", "TFLM_DECODE", f"decode {', '.join(outs)}", [], outs, [], 0, None))
+            continue
+        acts = [i for i in ins if i not in weights or i in arena_weights]
         used = [i for i in ins if i in weights]
         if op_type in _VIEWS and acts:
             for o in outs:
@@ -123,7 +135,53 @@ def from_tflite(path: str | Path | bytes) -> OpGraph:
         ops.append(Op(f"{op_type}_{k}", op_type, name, acts, outs, used, macs, mac_weight))
     inputs = [str(i) for i in graph.inputs]
     outputs = [str(i) for i in graph.outputs]
-    return OpGraph(ops, sizes, aliases, inputs, outputs, weights, "TFLite", parameters)
+    notes = [f"{len(arena_weights)} weight tensors are decoded into the arena by TFLM's DECODE operator"] * bool(
+        decoded
+    )
+    return OpGraph(ops, sizes, aliases, inputs, outputs, weights, "TFLite", parameters, notes=notes)
+
+
+def _constant_buffers(model, tensors) -> dict[int, bytes]:
+    """The bytes of every tensor that has data in the file (weights, biases, shapes, encoded tensors)."""
+    out = {}
+    for i, t in enumerate(tensors):
+        buffer = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
+        data = getattr(buffer, "data", None)
+        if data is not None and len(data) > 0:
+            out[i] = np.asarray(data, dtype=np.uint8).tobytes()
+    return out
+
+
+def _decoded_weights(model, graph, raw_buffers: dict[int, bytes], shape, dtype) -> dict[int, dict]:
+    """Per TFLM_DECODE operator (by index): the (encoded, ancillary) input names and the decoded tensors."""
+    from edgeshrink.encode.tflm import TYPE_HUFFMAN, TYPE_PRUNE, Encoded, huffman_decode, lut_decode, prune_decode
+
+    out = {}
+    for k, operator in enumerate(graph.operators or []):
+        code = model.operatorCodes[operator.opcodeIndex]
+        if (code.customCode or b"") != b"TFLM_DECODE":
+            continue
+        ins, outs = list(operator.inputs), list(operator.outputs)
+        decoded = {}
+        for j, o in enumerate(outs):
+            data, ancillary = raw_buffers.get(ins[2 * j], b""), raw_buffers.get(ins[2 * j + 1], b"")
+            if len(ancillary) < 16:
+                raise FormatError(f"TFLM_DECODE operator {k} has no ancillary data for output {o}: damaged file")
+            q = graph.tensors[o].quantization
+            zps = np.asarray(q.zeroPoint if q is not None and q.zeroPoint is not None else [0])
+            axis = int(q.quantizedDimension) if q is not None and len(zps) > 1 else 0
+            kind, s, d = ancillary[0], shape(o), dtype(o)
+            if kind == TYPE_PRUNE:
+                value = prune_decode(data, ancillary, s, d, zps, axis)
+            elif kind == TYPE_HUFFMAN:
+                value = huffman_decode(Encoded("huffman", data, ancillary), math.prod(s), d).reshape(s)
+            elif kind == 0:
+                value = lut_decode(data, ancillary, s, d)
+            else:
+                raise FormatError(f"TFLM_DECODE type {kind} (operator {k}) is not one edgeshrink can read")
+            decoded[str(o)] = value
+        out[k] = {"encoded": [str(i) for i in ins], "outputs": decoded}
+    return out
 
 
 def tflite_input_shape(path: str | Path) -> tuple[int, ...]:
