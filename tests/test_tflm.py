@@ -25,7 +25,13 @@ from edgeshrink.exporters.tflm import tflm_bytes  # noqa: E402
 from edgeshrink.exporters.tflm_compress import compress_tflite  # noqa: E402
 from edgeshrink.exporters.tflm_prepare import drop_dead_inputs, drop_dead_outputs, restore_codebooks  # noqa: E402
 from edgeshrink.quant.half import HalfPrecision  # noqa: E402
-from edgeshrink.runtimes.tflm import ARENA_SEARCH_BYTES, TFLMSession, _runs_with, measure_arena  # noqa: E402
+from edgeshrink.runtimes.tflm import (  # noqa: E402
+    ARENA_SEARCH_BYTES,
+    TFLMSession,
+    _runs_with,
+    measure_arena,
+    minimal_arena,
+)
 from edgeshrink.train import TrainConfig, fit  # noqa: E402
 from edgeshrink.weights import attach_mask, get_shared  # noqa: E402
 
@@ -180,6 +186,8 @@ def test_profile_reads_the_compressed_weights_of_a_tflm_file(pruned, tmp_path):
         advice = edgeshrink.profile(tmp_path / f"{method}.tflite", device="cortex-m4", latency=False)
         assert advice.device.fit.deployment.flash_bytes == len(data)
         assert "decoded from flash into the arena" in advice.device.fit.deployment.note
+        assert advice.activations.peak_bytes == minimal_arena(data)  # measured in TFLM, not computed
+        assert advice.activations.source.startswith("measured")
 
 
 class _MLP(nn.Module):

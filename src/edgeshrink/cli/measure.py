@@ -67,7 +67,7 @@ def _print_profile(p) -> None:
         f"container {_bytes(w.container)}, file {_bytes(w.file)} (measured)"
     )
     typer.echo(
-        f"  peak activations (batch 1, computed): {_bytes(act.peak_bytes)} at {act.at} "
+        f"  peak activations (batch 1, {act.source.split(':')[0]}): {_bytes(act.peak_bytes)} at {act.at} "
         f"(sum of all activations {_bytes(act.sum_bytes)})"
     )
     for t in p.latency.values():

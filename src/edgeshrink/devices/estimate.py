@@ -105,7 +105,7 @@ def deployment(costs: ModelCosts, device: Device) -> Deployment:
         runtime = "TFLite Micro" if mcu else "LiteRT"
         note = "weights are read from flash in place" if mcu else "LiteRT's XNNPACK packs the weights into RAM"
         if mcu and any(op.op == "TFLM_DECODE" for op in costs.ops):
-            note = "compressed weights are decoded from flash into the arena before the op that reads them (peak)"
+            note = "compressed weights are decoded from flash into the arena, in the peak, before the op reading them"
         return Deployment(costs.source.path, runtime, int(w.file or w.stored), 0 if mcu else w.stored, note)
     if kind == "onnx":
         return Deployment(

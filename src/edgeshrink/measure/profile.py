@@ -131,4 +131,26 @@ def measure_file(path: str | Path) -> ModelCosts:
     half = any(w.dtype == np.float16 for w in graph.weights.values())
     dtype = "int8" if integer else "fp16" if half else "fp32"
     source = Source(str(path), kind, None, dtype, path.stat().st_size)
-    return _costs(source, graph, shape[1:], dtype, None)
+    costs = _costs(source, graph, shape[1:], dtype, None)
+    if any(op.target == "TFLM_DECODE" for op in graph.ops):
+        costs.activations = _measured_arena(path, costs.activations)
+    return costs
+
+
+def _measured_arena(path: Path, computed):
+    """A TFLM file's peak memory as TFLM allocates it (activations, decoded weights, bookkeeping): the
+    smallest arena it loads and runs in, measured in the interpreter (the computed peak when the
+    tflite-micro extra is missing)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tflite_micro") is None:
+        return computed
+    from edgeshrink.runtimes.tflm import minimal_arena
+
+    arena = minimal_arena(path.read_bytes())
+    return dataclasses.replace(
+        computed,
+        peak_bytes=arena,
+        source=f"measured: the smallest tensor arena TensorFlow Lite Micro loads and runs the file in "
+        f"(computed tensor liveness gave {computed.peak_bytes:,} B)",
+    )
