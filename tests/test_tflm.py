@@ -236,3 +236,20 @@ def test_a_shared_layer_is_quantized_on_one_grid_and_keeps_few_values_in_the_fil
         assert np.all(scales == scales[0])  # one grid for the tensor, written once per channel by the converter
         same = [t for t in compressed if tuple(t.shape) == tuple(weight.shape) and t.quantization is not None]
         assert same and all(np.atleast_1d(t.quantization.scales).size == 1 for t in same)  # once in the TFLM file
+
+
+def test_on_a_microcontroller_a_run_folder_is_judged_by_its_tflm_file_once_exported(pruned, tmp_path):
+    model, x = pruned
+    edgeshrink.save(model, tmp_path / "model.eshrink", example_input=x[:1])
+    container = edgeshrink.profile(tmp_path / "model.eshrink", device="cortex-m4", model=SmallNet(), latency=False)
+    assert container.device.fit.deployment.flash_bytes == (tmp_path / "model.eshrink").stat().st_size
+    assert any("no TFLite Micro file" in n for n in container.notes)
+    art = edgeshrink.load(tmp_path / "model.eshrink", model=SmallNet())
+    edgeshrink.export(art, tmp_path / "model.tflm.tflite", format="tflm", verify_data=[x], calibration=[x])
+    deployed = edgeshrink.profile(tmp_path / "model.eshrink", device="cortex-m4", model=SmallNet(), latency=False)
+    fit = deployed.device.fit
+    assert fit.deployment.file.endswith("model.tflm.tflite") and fit.deployment.runtime == "TFLite Micro"
+    assert fit.flash.need == (tmp_path / "model.tflm.tflite").stat().st_size
+    assert fit.ram.need == minimal_arena((tmp_path / "model.tflm.tflite").read_bytes())  # measured arena
+    advice = edgeshrink.advise(tmp_path / "model.eshrink", device="cortex-m4", network="ble", model=SmallNet())
+    assert "model.tflm.tflite" in advice.reasons[0]

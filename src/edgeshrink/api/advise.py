@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeshrink.api.profile import DevicesDir, profile
+from edgeshrink.api.profile import DevicesDir, deployed_costs, profile
 from edgeshrink.devices.advise import CLOUD_DEVICE, Advice, advise_costs
 
 
@@ -30,4 +30,5 @@ def advise(
     dev, net = get_device(device, devices_dir), get_network(network, devices_dir)
     cloud = get_device(CLOUD_DEVICE, devices_dir)
     costs = profile(model_or_artifact_or_path, example_input, model=model, model_name=model_name, latency=False).costs
+    costs = deployed_costs(costs, dev.kind, [])
     return advise_costs(costs, dev, net, cloud, latency_budget_ms, private, list(list_recipes()))

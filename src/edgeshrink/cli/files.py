@@ -133,6 +133,7 @@ def export(
     """Export a compressed model to a file a device runs, verified in that runtime (nothing is written
     when the check fails)."""
     from edgeshrink.api.export import export as run_export
+    from edgeshrink.api.profile import TFLM_FILE
     from edgeshrink.exporters.base import get_exporter
 
     exporter = get_exporter(format)
@@ -142,7 +143,8 @@ def export(
     exporter.resolve(options)  # a wrong option fails before the model is loaded
     t, art = open_artifact(artifact, task, model)
     where = artifact if artifact.is_dir() else artifact.parent
-    target = out or (where if format == "c" else where / f"model{exporter.suffix}")
+    default = {"c": None, "tflm": TFLM_FILE}.get(format, f"model{exporter.suffix}")
+    target = out or (where / default if default else where)
     batches = _verify_batches(t, data_dir, verify_examples) if (verify and t is not None) else None
     integer = options.get("quantize") == "int8" or format in ("tflm", "c")  # a float model is calibrated first
     calibration = None
