@@ -253,3 +253,19 @@ def test_on_a_microcontroller_a_run_folder_is_judged_by_its_tflm_file_once_expor
     assert fit.ram.need == minimal_arena((tmp_path / "model.tflm.tflite").read_bytes())  # measured arena
     advice = edgeshrink.advise(tmp_path / "model.eshrink", device="cortex-m4", network="ble", model=SmallNet())
     assert "model.tflm.tflite" in advice.reasons[0]
+
+
+def test_a_tflm_file_more_than_one_output_step_off_is_not_written(pruned, tmp_path, monkeypatch):
+    from edgeshrink.exporters.tflm import TFLMExporter
+
+    model, x = pruned
+    real = TFLMExporter.runner
+
+    def two_steps_off(self, data, threads):
+        run, step = real(self, data, threads), TFLMSession(data).output["quantization_parameters"]["scales"][0]
+        return lambda batch: run(batch) + 2 * float(step)  # same top-1, every output two steps away
+
+    monkeypatch.setattr(TFLMExporter, "runner", two_steps_off)
+    with pytest.raises(ExportError, match="output steps"):
+        edgeshrink.export(model, tmp_path / "m.tflite", format="tflm", verify_data=[x], calibration=[x])
+    assert not (tmp_path / "m.tflite").exists()

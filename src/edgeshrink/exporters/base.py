@@ -39,6 +39,7 @@ class Built:
     step: float | None = None  # the output's quantization step (parity in steps)
     rtol: float = 1e-3  # float files: max |diff| tolerance relative to the output's range
     min_agreement: float = 99.5
+    max_steps: float | None = None  # integer files that must also stay within this many output steps
     extra: dict = field(default_factory=dict)  # format-specific measurements, copied to ExportResult.extra
 
 
@@ -168,7 +169,7 @@ def export_model(
     options: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Build, verify in the runtime, then write (nothing is written when the check fails)."""
-    from edgeshrink.exporters.verify import parity, require_agreement
+    from edgeshrink.exporters.verify import parity, require_agreement, require_steps
 
     exporter = get_exporter(format)
     exporter.require()
@@ -193,5 +194,7 @@ def export_model(
         result.parity = parity(built.reference, runner, batches, built.step, built.rtol)
         result.parity["reference"] = "the fake-quantized PyTorch model" if built.step else "the PyTorch model"
         require_agreement(result.parity, built.min_agreement, exporter.runtime)
+        if built.max_steps is not None:
+            require_steps(result.parity, built.max_steps, exporter.runtime)
     result.files = [str(p) for p in exporter.write(built, Path(path), result, resolved)]
     return result

@@ -125,6 +125,7 @@ class TFLMExporter(Exporter):
             notes=notes,
             step=output_step(t.reference),
             min_agreement=99.0,
+            max_steps=1.0,
             layers=[c.to_dict() for c in t.choices],
             io=_io(session),
             extra={

@@ -30,6 +30,17 @@ def require_agreement(result: dict, floor: float, runtime: str) -> None:
     )
 
 
+def require_steps(result: dict, max_steps: float, runtime: str) -> None:
+    """ExportError when an integer file's outputs stray more than `max_steps` output steps from the model's
+    (besides the top-1 floor: TFLite Micro files must match the int8 model to the step)."""
+    steps = result.get("max_diff_steps")
+    if steps is not None and steps > max_steps * (1 + 1e-3):
+        raise ExportError(
+            f"verification failed: {runtime} differs from PyTorch by {steps:.2f} output steps (limit {max_steps:g}); "
+            "the file was not written"
+        )
+
+
 def parity(
     model: nn.Module,
     run_exported: Callable[[np.ndarray], np.ndarray],
