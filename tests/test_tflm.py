@@ -269,3 +269,14 @@ def test_a_tflm_file_more_than_one_output_step_off_is_not_written(pruned, tmp_pa
     with pytest.raises(ExportError, match="output steps"):
         edgeshrink.export(model, tmp_path / "m.tflite", format="tflm", verify_data=[x], calibration=[x])
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_a_model_tflm_has_no_kernels_for_is_refused_in_one_line_naming_the_op_and_what_to_export(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 16), nn.GELU(), nn.Linear(16, 4)).eval()
+    x = torch.randn(64, 20)
+    with pytest.raises(ExportError) as refused:
+        edgeshrink.export(model, tmp_path / "m.tflite", format="tflm", verify_data=[x], calibration=[x])
+    message = str(refused.value)
+    assert "TFLite Micro cannot run this model" in message and "GELU" in message and "--format tflite" in message
+    assert "\n" not in message and not (tmp_path / "m.tflite").exists()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeshrink.errors import ExportError
+from edgeshrink.errors import ExportError, RuntimeLoadError
 from edgeshrink.exporters.base import Built, Exporter, Runner, register_exporter
 from edgeshrink.exporters.onnx_build import output_step
 from edgeshrink.exporters.tflite import tflite_bytes
@@ -82,6 +82,13 @@ def tflm_bytes(
         model = copy.deepcopy(model)
         narrowed = restore_codebooks(model) + drop_dead_outputs(model) + drop_dead_inputs(model)
     plain, reference, notes = tflite_bytes(model, example, "int8", calibration)
+    try:
+        TFLMSession(plain)
+    except RuntimeLoadError as exc:
+        raise ExportError(
+            f"TFLite Micro cannot run this model ({str(exc).removeprefix('TFLite Micro cannot load the model: ')}); "
+            "nothing written: export it with --format tflite (LiteRT) or --format onnx instead"
+        ) from None
     data, choices = compress_tflite(plain, methods)
     checked = _check_lossless(plain, data, calibration or [example]) if data != plain else 0
     return TFLMBytes(data, plain, reference, choices, narrowed + notes, checked)

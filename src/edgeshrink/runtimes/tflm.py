@@ -38,6 +38,7 @@ it.invoke()
 print("ok")
 """
 _TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
+_REASON = re.compile(r"failed to prepare|was not true|Didn't find|not supported|unsupported|Unsupported", re.I)
 
 
 def require_tflm(what: str = "--format tflm") -> None:
@@ -126,8 +127,12 @@ class TFLMSession:
 
     def __init__(self, data: bytes) -> None:
         self.data = bytes(data)  # TFLM reads the model in place: it lives as long as the session
-        with _captured_fd2():  # TFLM prints allocator chatter at start-up; failures raise
-            self.interpreter = _interpreter(self.data, PROBE_ARENA_BYTES)
+        with _captured_fd2() as printed:  # TFLM prints allocator chatter, and why an op fails, to fd 2
+            try:
+                self.interpreter = _interpreter(self.data, PROBE_ARENA_BYTES)
+            except RuntimeLoadError as exc:
+                reasons = [line.strip() for line in printed().splitlines() if _REASON.search(line)]
+                raise RuntimeLoadError(f"{exc}: {'; '.join(reasons[:3])}" if reasons else str(exc)) from None
         self.input = self.interpreter.get_input_details(0)
         self.output = self.interpreter.get_output_details(0)
 
