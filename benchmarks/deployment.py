@@ -27,6 +27,7 @@ from edgeshrink.devices.catalogue import get_device
 from edgeshrink.exporters.tflite import tflite_bytes
 from edgeshrink.exporters.tflm import tflm_bytes
 from edgeshrink.runtimes.tflm import TFLMSession, minimal_arena
+from edgeshrink.runtimes.timing import time_calls
 from edgeshrink.tasks.registry import load_task
 from edgeshrink.train import evaluate
 
@@ -79,14 +80,8 @@ def _tflm_accuracy(session: TFLMSession, reference, inputs: torch.Tensor, labels
 
 
 def _latency_ms(session: TFLMSession, x: np.ndarray, runs: int, warmup: int) -> dict:
-    q = session._quantize(x.reshape(tuple(int(d) for d in session.input["shape"])))
-    for _ in range(warmup):
-        session.run_raw(q)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        session.run_raw(q)
-        times.append((time.perf_counter() - t) * 1e3)
+    q = session.quantize(x)
+    times = [t * 1e3 for t in time_calls(lambda: session.run_raw(q), warmup=warmup, runs=runs)]
     return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": runs}
 
 
@@ -101,7 +96,7 @@ def run_model(name: str, args, progress) -> dict:
     )
     if exported.bytes != len(built.data):
         raise RuntimeError(f"export wrote {exported.bytes} B, the benchmark built {len(built.data)} B: not one file")
-    session = TFLMSession(built.data)
+    session = built.session
     arena = minimal_arena(built.data)
     quality = _tflm_accuracy(session, built.reference, data.test.inputs, data.test.labels)
     container = (folder / "model.eshrink").stat().st_size

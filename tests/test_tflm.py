@@ -135,7 +135,7 @@ def test_forced_methods_on_every_tensor_compute_what_the_plain_file_computes(pru
     model, x = pruned
     plain, _, _ = tflite_bytes(model, x[:1], "int8", [x])
     reference = TFLMSession(plain)
-    inputs = [reference._quantize(x[i : i + 1].numpy()) for i in range(32)]
+    inputs = [reference.quantize(x[i : i + 1].numpy()) for i in range(32)]
     expected = [reference.run_raw(q) for q in inputs]
     for method in ("huffman", "prune", "lut"):
         data, choices = compress_tflite(plain, (method,), force=True)
@@ -262,7 +262,7 @@ def test_a_tflm_file_more_than_one_output_step_off_is_not_written(pruned, tmp_pa
     real = TFLMExporter.runner
 
     def two_steps_off(self, data, threads):
-        run, step = real(self, data, threads), TFLMSession(data).output["quantization_parameters"]["scales"][0]
+        run, step = real(self, data, threads), TFLMSession(data).output["quantization"][0]
         return lambda batch: run(batch) + 2 * float(step)  # same top-1, every output two steps away
 
     monkeypatch.setattr(TFLMExporter, "runner", two_steps_off)

@@ -50,13 +50,13 @@ def _latency_of_artifact(art: Artifact, threads: int, onnx: bool, notes: list[st
     return out
 
 
-def _latency_of_file(path: Path, kind: str, threads: int) -> dict[str, Timing]:
+def _latency_of_file(path: Path, costs: ModelCosts, threads: int) -> dict[str, Timing]:
+    from edgeshrink.devices.estimate import decodes_weights
     from edgeshrink.measure.latency import measure_onnx, measure_tflite, measure_tflm
-    from edgeshrink.measure.tflite_graph import needs_tflm
 
-    if kind == "tflite" and needs_tflm(path):
+    if decodes_weights(costs):  # weights for TFLM's DECODE operator: LiteRT cannot run the file
         return {"tflm": measure_tflm(path)}
-    if kind == "tflite":
+    if costs.source.kind == "tflite":
         return {"litert": measure_tflite(path, threads)}
     from edgeshrink.measure.onnx_graph import input_shape, load_onnx
 
@@ -90,7 +90,7 @@ def profile(
     if is_exported_file(model_or_artifact_or_path):
         path = Path(model_or_artifact_or_path)
         costs = measure_file(path)
-        timings = _latency_of_file(path, costs.source.kind, threads) if latency else {}
+        timings = _latency_of_file(path, costs, threads) if latency else {}
     else:
         with naming_exported_files():
             art = to_artifact(model_or_artifact_or_path, example_input, model, model_name)

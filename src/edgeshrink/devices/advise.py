@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from edgeshrink.devices.estimate import DeviceEstimate, Fit, estimate_latency, estimate_on_device
+from edgeshrink.devices.estimate import DeviceEstimate, Fit, decodes_weights, estimate_latency, estimate_on_device
 from edgeshrink.devices.schema import Device, Network
 from edgeshrink.measure.profile import ModelCosts
 
@@ -99,7 +99,7 @@ def _fit_reason(
             None,
             None,
         )
-    if not fit.activations_alone_fit and any(op.op == "TFLM_DECODE" for op in costs.ops):
+    if not fit.activations_alone_fit and decodes_weights(costs):
         peak = costs.activations.peak_bytes
         return (
             f"fit ({where}): the arena needs {_mb(peak)} at {costs.activations.at}, of RAM {_mb(device.ram_bytes)}: "

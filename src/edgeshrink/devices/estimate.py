@@ -87,6 +87,13 @@ class DeviceEstimate:
     energy: EnergyEstimate
 
 
+def decodes_weights(costs: ModelCosts) -> bool:
+    """True for a TFLite Micro file whose weights its DECODE operator writes into the arena."""
+    from edgeshrink.measure.tflite_graph import DECODE_OP
+
+    return any(op.op == DECODE_OP for op in costs.ops)
+
+
 def deployment(costs: ModelCosts, device: Device) -> Deployment:
     """The file this device would run and its memory needs (see the module docstring)."""
     kind, w = costs.source.kind, costs.weights
@@ -104,7 +111,7 @@ def deployment(costs: ModelCosts, device: Device) -> Deployment:
         mcu = device.kind == "mcu"
         runtime = "TFLite Micro" if mcu else "LiteRT"
         note = "weights are read from flash in place" if mcu else "LiteRT's XNNPACK packs the weights into RAM"
-        if mcu and any(op.op == "TFLM_DECODE" for op in costs.ops):
+        if mcu and decodes_weights(costs):
             note = "compressed weights are decoded from flash into the arena, in the peak, before the op reading them"
         return Deployment(costs.source.path, runtime, int(w.file or w.stored), 0 if mcu else w.stored, note)
     if kind == "onnx":

@@ -37,13 +37,12 @@ def _methods(option: str) -> tuple[str, ...]:
     return {"auto": ("lut", "prune", "huffman"), "none": ()}.get(option, (option,))
 
 
-def _check_lossless(plain: bytes, compressed: bytes, inputs: list[torch.Tensor]) -> int:
+def _check_lossless(plain: TFLMSession, compressed: TFLMSession, inputs: list[torch.Tensor]) -> int:
     """Number of examples on which both files gave identical int8 outputs; ExportError on the first that differ."""
-    a, b = TFLMSession(plain), TFLMSession(compressed)
     examples = [x[i : i + 1].numpy() for x in inputs for i in range(x.shape[0])][:LOSSLESS_EXAMPLES]
     for n, x in enumerate(examples):
-        q = a._quantize(x.reshape(tuple(int(d) for d in a.input["shape"])))
-        if not np.array_equal(a.run_raw(q), b.run_raw(q)):
+        q = plain.quantize(x)
+        if not np.array_equal(plain.run_raw(q), compressed.run_raw(q)):
             raise ExportError(
                 f"TFLite Micro decoded the compressed weights to different values (example {n}): nothing written; "
                 "export with --compress none and report this model"
@@ -54,7 +53,8 @@ def _check_lossless(plain: bytes, compressed: bytes, inputs: list[torch.Tensor])
 @dataclass
 class TFLMBytes:
     """A TFLM file before it is written: its bytes, the int8 file before DECODE compression, the int8
-    PyTorch model both reproduce, the choice per tensor, notes, and how many examples proved it lossless."""
+    PyTorch model both reproduce, the choice per tensor, notes, how many examples proved it lossless, and
+    the file loaded in TFLM."""
 
     data: bytes
     plain: bytes
@@ -62,6 +62,7 @@ class TFLMBytes:
     choices: list[TensorChoice]
     notes: list[str]
     checked: int
+    session: TFLMSession
 
 
 def tflm_bytes(
@@ -83,15 +84,18 @@ def tflm_bytes(
         narrowed = restore_codebooks(model) + drop_dead_outputs(model) + drop_dead_inputs(model)
     plain, reference, notes = tflite_bytes(model, example, "int8", calibration)
     try:
-        TFLMSession(plain)
+        plain_session = TFLMSession(plain)
     except RuntimeLoadError as exc:
         raise ExportError(
             f"TFLite Micro cannot run this model ({str(exc).removeprefix('TFLite Micro cannot load the model: ')}); "
             "nothing written: export it with --format tflite (LiteRT) or --format onnx instead"
         ) from None
     data, choices = compress_tflite(plain, methods)
-    checked = _check_lossless(plain, data, calibration or [example]) if data != plain else 0
-    return TFLMBytes(data, plain, reference, choices, narrowed + notes, checked)
+    if data == plain:
+        return TFLMBytes(data, plain, reference, choices, narrowed + notes, 0, plain_session)
+    session = TFLMSession(data)
+    checked = _check_lossless(plain_session, session, calibration or [example])
+    return TFLMBytes(data, plain, reference, choices, narrowed + notes, checked, session)
 
 
 @register_exporter
@@ -113,8 +117,8 @@ class TFLMExporter(Exporter):
         self, model: nn.Module, example: torch.Tensor, options: dict[str, Any], calibration: list[torch.Tensor] | None
     ) -> Built:
         t = tflm_bytes(model, example, calibration, _methods(options["compress"]))
-        session = TFLMSession(t.data)
-        arena, reported = minimal_arena(t.data), measure_arena(t.data)
+        reported = measure_arena(t.data)
+        arena = minimal_arena(t.data, reported)
         compressed = [c for c in t.choices if c.method != "plain"]
         decode_max = max((c.decoded_bytes for c in compressed), default=0)
         notes = t.notes + [
@@ -134,7 +138,7 @@ class TFLMExporter(Exporter):
             min_agreement=99.0,
             max_steps=1.0,
             layers=[c.to_dict() for c in t.choices],
-            io=_io(session),
+            io=t.session.io(),
             extra={
                 "uncompressed_int8_bytes": len(t.plain),
                 "arena_bytes": arena,
@@ -145,16 +149,3 @@ class TFLMExporter(Exporter):
 
     def runner(self, data: bytes, threads: int) -> Runner:
         return TFLMSession(data).run
-
-
-def _io(session: TFLMSession) -> dict:
-    out = {}
-    for side, d in (("input", session.input), ("output", session.output)):
-        q = d["quantization_parameters"]
-        out[side] = {
-            "shape": [int(s) for s in d["shape"]],
-            "dtype": np.dtype(d["dtype"]).name,
-            "scale": float(q["scales"][0]),
-            "zero_point": int(q["zero_points"][0]),
-        }
-    return out

@@ -87,8 +87,8 @@ def _channel_axis(tensor) -> tuple[int | None, np.ndarray]:
 def _lut(tensor, axis: int | None) -> Encoded | None:
     _, compressor, _, _, lut, _, spec = _modules()
     values = tensor.array
-    compressed = lut.compress_array(values, axis)
-    bits = compressed.index_bitwidth
+    slices = [values] if axis is None else np.moveaxis(values, axis, 0)
+    bits = max(1, (max(len(np.unique(v)) for v in slices) - 1).bit_length())  # the index width LUT needs
     if bits > lut.LutAncillaryData.MAX_BITWIDTH:
         return None
     mode = spec.PerTensor() if axis is None else spec.PerChannel(axis=axis)
@@ -168,10 +168,11 @@ def compress_tflite(
             chosen = best is not None and (force or saving >= MIN_SAVING_FRACTION * plain)
             if chosen:
                 results[(sg_index, index)] = compressor.CompressionResult(best.data, best.ancillary)
+            name = tensor.name or f"tensor {index}"
             choices.append(
                 TensorChoice(
-                    tensor.name or f"tensor {index}",
-                    layer_label(tensor.name or f"tensor {index}"),
+                    name,
+                    layer_label(name),
                     [int(d) for d in tensor.shape],
                     best.method if chosen else "plain",
                     plain,

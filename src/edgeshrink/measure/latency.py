@@ -53,7 +53,6 @@ def measure_tflm(model: str | Path | bytes, runs: int | None = None) -> Timing:
     from edgeshrink.runtimes.tflm import TFLMSession, tflm_version
 
     session = TFLMSession(Path(model).read_bytes() if not isinstance(model, bytes) else model)
-    shape = tuple(int(d) for d in session.input["shape"])
-    example = np.zeros(shape, dtype=session.input["dtype"])
+    example = np.zeros(session.shape, dtype=session.input["dtype"])
     samples = time_calls(lambda: session.run_raw(example), runs=runs)
-    return timing_from(samples, shape[0], 1, "TensorFlow Lite Micro (host, reference kernels)", tflm_version())
+    return timing_from(samples, session.shape[0], 1, "TensorFlow Lite Micro (host, reference kernels)", tflm_version())

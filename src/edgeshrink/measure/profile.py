@@ -17,6 +17,7 @@ from edgeshrink.measure.graph import OpGraph, from_torch
 from edgeshrink.measure.macs import MacSummary, mac_summary
 from edgeshrink.measure.memory import ActivationMemory, peak_activation_memory
 from edgeshrink.measure.sizes import WeightSizes, weight_sizes
+from edgeshrink.measure.tflite_graph import DECODE_OP
 from edgeshrink.runtimes.timing import Timing
 
 
@@ -132,7 +133,7 @@ def measure_file(path: str | Path) -> ModelCosts:
     dtype = "int8" if integer else "fp16" if half else "fp32"
     source = Source(str(path), kind, None, dtype, path.stat().st_size)
     costs = _costs(source, graph, shape[1:], dtype, None)
-    if any(op.target == "TFLM_DECODE" for op in graph.ops):
+    if any(op.target == DECODE_OP for op in graph.ops):
         costs.activations = _measured_arena(path, costs.activations)
     return costs
 

@@ -15,6 +15,7 @@ from edgeshrink.measure.graph import Op, OpGraph
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4..8
 
 # LiteRT reuses the input buffer for these (no new allocation).
+DECODE_OP = "TFLM_DECODE"  # TFLite Micro's custom op that decodes compressed weights into the arena
 _VIEWS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
 _PARAMETER_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
 _NUMPY_TYPES = {
@@ -35,12 +36,6 @@ def is_tflite(path: str | Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(8)
     return len(head) == 8 and head[4:8] == TFLITE_IDENTIFIER
-
-
-def needs_tflm(path: str | Path | bytes) -> bool:
-    """True when the file holds weights for TFLite Micro's DECODE operator (LiteRT cannot run it)."""
-    model = load_tflite(path)
-    return any((code.customCode or b"") == b"TFLM_DECODE" for code in model.operatorCodes)
 
 
 def _names(enum_class: type) -> dict[int, str]:
@@ -118,7 +113,7 @@ def from_tflite(path: str | Path | bytes) -> OpGraph:
         outs = [str(i) for i in (operator.outputs if operator.outputs is not None else [])]
         if k in decoded:  # TFLM_DECODE: writes decoded weights into the arena for the next op
             outs = list(decoded[k]["outputs"])
-            ops.append(Op(f"TFLM_DECODE_{k}", "TFLM_DECODE", f"decode {', '.join(outs)}", [], outs, [], 0, None))
+            ops.append(Op(f"{DECODE_OP}_{k}", DECODE_OP, f"decode {', '.join(outs)}", [], outs, [], 0, None))
             continue
         acts = [i for i in ins if i not in weights or i in arena_weights]
         used = [i for i in ins if i in weights]
@@ -135,9 +130,9 @@ def from_tflite(path: str | Path | bytes) -> OpGraph:
         ops.append(Op(f"{op_type}_{k}", op_type, name, acts, outs, used, macs, mac_weight))
     inputs = [str(i) for i in graph.inputs]
     outputs = [str(i) for i in graph.outputs]
-    notes = [f"{len(arena_weights)} weight tensors are decoded into the arena by TFLM's DECODE operator"] * bool(
-        decoded
-    )
+    notes = []
+    if decoded:
+        notes.append(f"{len(arena_weights)} weight tensors are decoded into the arena by TFLM's DECODE operator")
     return OpGraph(ops, sizes, aliases, inputs, outputs, weights, "TFLite", parameters, notes=notes)
 
 
@@ -159,7 +154,7 @@ def _decoded_weights(model, graph, raw_buffers: dict[int, bytes], shape, dtype) 
     out = {}
     for k, operator in enumerate(graph.operators or []):
         code = model.operatorCodes[operator.opcodeIndex]
-        if (code.customCode or b"") != b"TFLM_DECODE":
+        if (code.customCode or b"") != DECODE_OP.encode():
             continue
         ins, outs = list(operator.inputs), list(operator.outputs)
         decoded = {}

@@ -132,17 +132,18 @@ def litert_version() -> str:
     return version("ai-edge-litert")
 
 
+def describe_detail(d: dict) -> dict:
+    """One input or output tensor's detail: shape, type, and (scale, zero point) when integer."""
+    q = io_quantization(d)
+    out = {"shape": [int(v) for v in d["shape"]], "dtype": str(d["dtype"].__name__)}
+    if q is not None:
+        out["scale"], out["zero_point"] = q
+    return out
+
+
 def io_details(interpreter) -> dict:
     """Input and output of a loaded .tflite file: shape, type, and (scale, zero point) when integer."""
-
-    def describe(d: dict) -> dict:
-        q = io_quantization(d)
-        out = {"shape": [int(v) for v in d["shape"]], "dtype": str(d["dtype"].__name__)}
-        if q is not None:
-            out["scale"], out["zero_point"] = q
-        return out
-
     return {
-        "input": describe(interpreter.get_input_details()[0]),
-        "output": describe(interpreter.get_output_details()[0]),
+        "input": describe_detail(interpreter.get_input_details()[0]),
+        "output": describe_detail(interpreter.get_output_details()[0]),
     }

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeshrink.errors import ExportError, RuntimeLoadError
+from edgeshrink.runtimes.litert import dequantize_output, describe_detail, quantize_input
 
 INSTALL_HINT = "TFLite Micro support is an optional extra: pip install 'edgeshrink[tflm]'"
 PROBE_ARENA_BYTES = 64 << 20  # enough for any model that fits a microcontroller; the real need is measured
@@ -99,10 +100,11 @@ def _runs_with(path: Path, arena: int) -> bool:
     return done.returncode == 0 and done.stdout.strip() == "ok"
 
 
-def minimal_arena(data: bytes) -> int:
+def minimal_arena(data: bytes, reported: int | None = None) -> int:
     """The smallest arena (to ARENA_SEARCH_BYTES) in which the file loads and runs, found by bisection from
-    the allocator's reported total, every candidate tried in a child process."""
-    low = measure_arena(data)  # reported total: often not enough (see the module docstring)
+    the allocator's reported total (`reported`, measured here when not given), every candidate tried in a
+    child process."""
+    low = measure_arena(data) if reported is None else reported  # often not enough (module docstring)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.tflite"
         path.write_bytes(bytes(data))
@@ -133,23 +135,17 @@ class TFLMSession:
             except RuntimeLoadError as exc:
                 reasons = [line.strip() for line in printed().splitlines() if _REASON.search(line)]
                 raise RuntimeLoadError(f"{exc}: {'; '.join(reasons[:3])}" if reasons else str(exc)) from None
-        self.input = self.interpreter.get_input_details(0)
-        self.output = self.interpreter.get_output_details(0)
+        # in LiteRT's form (dtype, shape, (scale, zero point)), so its quantize / dequantize / describe apply
+        self.input = _litert_detail(self.interpreter.get_input_details(0))
+        self.output = _litert_detail(self.interpreter.get_output_details(0))
+        self.shape = tuple(int(d) for d in self.input["shape"])
 
-    def _quantize(self, x: np.ndarray) -> np.ndarray:
-        dtype = self.input["dtype"]
-        if np.issubdtype(dtype, np.floating):
-            return x.astype(dtype)
-        q = self.input["quantization_parameters"]
-        scale, zero = float(q["scales"][0]), int(q["zero_points"][0])
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """A float input batch as the file takes it (int8 for an integer file), in the file's shape."""
+        return quantize_input(x.reshape(self.shape), self.input)
 
-    def _dequantize(self, y: np.ndarray) -> np.ndarray:
-        if np.issubdtype(y.dtype, np.floating):
-            return y.astype(np.float32)
-        q = self.output["quantization_parameters"]
-        return (y.astype(np.float32) - int(q["zero_points"][0])) * float(q["scales"][0])
+    def io(self) -> dict:
+        return {"input": describe_detail(self.input), "output": describe_detail(self.output)}
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         """The file's own output (int8 for an integer file) for one already-quantized example."""
@@ -159,8 +155,13 @@ class TFLMSession:
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         """Float outputs for a float batch."""
-        shape = tuple(int(d) for d in self.input["shape"])
-        if shape[0] != 1:
-            raise ExportError(f"the TFLite Micro file takes batches of {shape[0]}; edgeshrink writes batch 1")
-        outs = [self._dequantize(self.run_raw(self._quantize(x.reshape(shape)))) for x in inputs]
-        return np.concatenate(outs)
+        if self.shape[0] != 1:
+            raise ExportError(f"the TFLite Micro file takes batches of {self.shape[0]}; edgeshrink writes batch 1")
+        return np.concatenate([dequantize_output(self.run_raw(self.quantize(x)), self.output) for x in inputs])
+
+
+def _litert_detail(d: dict) -> dict:
+    q = d["quantization_parameters"]
+    scales, zero_points = np.atleast_1d(q["scales"]), np.atleast_1d(q["zero_points"])
+    quantization = (float(scales[0]), int(zero_points[0])) if scales.size else (0.0, 0)
+    return {"shape": d["shape"], "dtype": d["dtype"], "quantization": quantization}
