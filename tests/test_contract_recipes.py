@@ -90,7 +90,10 @@ COMMANDS = {  # name -> arguments after the run folder
 }
 CASES = [(r, c) for r in RECIPES for c in COMMANDS]
 # (recipe, format) pairs the format's runtime cannot run: refused in one line that says what to do instead.
-REFUSED = {("fp16", f): "TFLite Micro runs integer models" for f in ("tflm", "c")}
+REFUSED = {
+    **{("fp16", f): "TFLite Micro runs integer models" for f in ("tflm", "c")},
+    ("fp16", "pte"): "ExecuTorch export writes fp32 or int8 programs",
+}
 
 
 @pytest.mark.parametrize("recipe, command", CASES, ids=[f"{r}-{c}" for r, c in CASES])

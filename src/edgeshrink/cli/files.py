@@ -119,7 +119,8 @@ def export(
     quantize: Annotated[
         str | None,
         typer.Option(
-            help="tflite: none, float16, dynamic, int8 (a float model is calibrated on the task's data) or auto"
+            help="tflite: none, float16, dynamic, int8 (a float model is calibrated on the task's data) or auto; "
+            "pte: none, int8 or auto"
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="c: symbol and file prefix (NAME_data.h, NAME_data.cc)")] = None,

@@ -125,7 +125,7 @@ def register_exporter(cls: type[Exporter]) -> type[Exporter]:
 
 
 def _load_builtin_exporters() -> None:
-    from edgeshrink.exporters import c_array, onnx, tflite, tflm  # noqa: F401
+    from edgeshrink.exporters import c_array, onnx, pte, tflite, tflm  # noqa: F401
 
 
 def list_exporters() -> list[str]:

@@ -23,6 +23,7 @@ from torch import nn
 from edgeshrink.errors import ExportError
 from edgeshrink.exporters.base import Built, Exporter, Runner, as_input, register_exporter
 from edgeshrink.exporters.onnx_build import output_step
+from edgeshrink.exporters.reference import int8_reference
 from edgeshrink.exporters.tflite_build import convert, dynamic_int8, float16_weights, litert_int8_copy
 from edgeshrink.quant.half import is_half
 from edgeshrink.quant.prepare import is_quantized
@@ -52,24 +53,6 @@ def resolve_mode(model: nn.Module, quantize: str) -> str:
     return quantize
 
 
-def _int8_reference(model: nn.Module, calibration: list[torch.Tensor] | None, notes: list[str]) -> nn.Module:
-    if is_quantized(model):
-        return model
-    if not calibration:
-        raise ExportError("--quantize int8 of a float model needs calibration data (the task's training inputs)")
-    from edgeshrink.quant.ptq import PTQSettings, post_training_quantize
-
-    batches = [(x, None) for x in calibration]
-    reference, plan = post_training_quantize(model, batches, 8, PTQSettings(calibration="percentile"))
-    kept = [layer.name for layer in plan.layers if layer.status == "float"]
-    notes.append(
-        f"quantized here: int8 post-training quantization, percentile calibration on "
-        f"{sum(x.shape[0] for x in calibration)} examples, bias correction"
-        + (f"; kept in float: {', '.join(kept)}" if kept else "")
-    )
-    return reference
-
-
 def tflite_bytes(
     model: nn.Module, example: torch.Tensor, mode: str, calibration: list[torch.Tensor] | None
 ) -> tuple[bytes, nn.Module, list[str]]:
@@ -77,7 +60,7 @@ def tflite_bytes(
     notes: list[str] = []
     example = as_input(example[:1])
     if mode == "int8":
-        reference = _int8_reference(model, calibration, notes)
+        reference = int8_reference(model, calibration, notes)
         ready, more = litert_int8_copy(reference)
         return convert(ready, example, static_int8=True), reference, notes + more
     plain = baked_copy(model.model if is_half(model) else model).float().eval()

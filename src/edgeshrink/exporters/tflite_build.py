@@ -44,8 +44,9 @@ class _Int8Weight(nn.Module):
         return ops.dequantize_per_channel.default(q, self.scale, self.zero_point, 0, -127, 127, torch.int8)
 
 
-def litert_int8_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
-    """A plain copy of a fake-quantized model whose quantizers are decomposed int8 ops."""
+def litert_int8_copy(model: nn.Module, runtime: str = "LiteRT", file: str = ".tflite") -> tuple[nn.Module, list[str]]:
+    """A plain copy of a fake-quantized model whose quantizers are decomposed int8 ops (the form PyTorch's PT2E
+    quantization leaves, which LiteRT's converter and ExecuTorch's XNNPACK partitioner read as int8 tensors)."""
     import torch.ao.quantization.fx._decomposed  # noqa: F401  registers torch.ops.quantized_decomposed
 
     notes = []
@@ -62,8 +63,8 @@ def litert_int8_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
     sub_byte = sorted({w.bits for w in weights if w.bits < 8})
     if sub_byte:
         notes.append(
-            f"{'/'.join(map(str, sub_byte))}-bit weights are stored as int8 in the .tflite file (same integers, "
-            "one byte each): LiteRT's built-in int8 kernels run them"
+            f"{'/'.join(map(str, sub_byte))}-bit weights are stored as int8 in the {file} file (same integers, "
+            f"one byte each): {runtime}'s int8 kernels run them"
         )
     return plain, notes
 
