@@ -14,6 +14,7 @@ import edgeshrink
 from edgeshrink.architecture import Arch
 from edgeshrink.artifact import Artifact
 from edgeshrink.environment import environment
+from edgeshrink.errors import DataError
 from edgeshrink.io import load
 from edgeshrink.io.writer import save_checkpoint
 from edgeshrink.tasks.registry import Task, load_task
@@ -64,10 +65,18 @@ def run_models(
 
 
 def task_data_dir(root: Path, task: Task) -> Path:
-    """`root` itself when it holds the IDX files, else its mnist/ or fashion-mnist/ folder."""
+    """`root` itself when it holds the IDX files, else its mnist/ or fashion-mnist/ folder. A folder of IDX files
+    named for the other dataset is refused (MNIST images would silently stand in for Fashion-MNIST)."""
+    fashion = task.name.startswith("fashion")
     if any(root.glob("train-images-idx3-ubyte*")):
+        if fashion != ("fashion" in root.resolve().name.lower()):
+            raise DataError(
+                f"{root} holds {'MNIST' if fashion else 'Fashion-MNIST'} files but {task.name} needs "
+                f"{'Fashion-MNIST' if fashion else 'MNIST'}: pass --data-dir the folder holding mnist/ and "
+                "fashion-mnist/"
+            )
         return root
-    return root / DATA_SUBDIRS["fashion" if task.name.startswith("fashion") else "mnist"]
+    return root / DATA_SUBDIRS["fashion" if fashion else "mnist"]
 
 
 def baseline(

@@ -1,8 +1,11 @@
-"""What ships to a microcontroller: the TFLite Micro file with DECODE-compressed weights, beside the .eshrink
-container and the plain int8 .tflite, for LeNet-300-100 and LeNet-5 after deep-compression and for an
-int8-only LeNet-5 (MNIST).
+"""What ships to a device: for a microcontroller the TFLite Micro file with DECODE-compressed weights, beside the
+.eshrink container and the plain int8 .tflite, for LeNet-300-100 and LeNet-5 after deep-compression and for an
+int8-only LeNet-5 (MNIST); for a phone or a board the ExecuTorch programs (fp32 and int8, XNNPACK) of the
+1.2M-parameter ResNet-8x4 on Fashion-MNIST (deployment_pte.py).
 
-    python benchmarks/deployment.py --data-dir ../shared/data/mnist --out results.json
+    python benchmarks/deployment.py --data-dir ../shared/data --out results.json
+
+(--data-dir: the folder holding mnist/ and fashion-mnist/, or the MNIST folder itself for the TFLM rows.)
 
 For each model: bytes of the container, the plain int8 .tflite and the TFLM file; the method chosen per
 tensor; the arena TFLM's allocator reports; TFLM host latency (median of timed invokes); top-1 agreement
@@ -32,12 +35,15 @@ from edgeshrink.tasks.registry import load_task
 from edgeshrink.train import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_run_options, baseline, run_models  # noqa: E402
+from common import add_run_options, baseline, run_models, task_data_dir  # noqa: E402
+from deployment_pte import TASK as PTE_TASK  # noqa: E402
+from deployment_pte import markdown_pte, run_pte  # noqa: E402
 
 MODELS = {  # name -> (task, recipe)
     "lenet300-dc": ("mnist-lenet300", "deep-compression"),
     "lenet5-dc": ("mnist-lenet5", "deep-compression"),
     "lenet5-int8": ("mnist-lenet5", "int8"),
+    "resnet8x4-pte": (PTE_TASK, "int8"),
 }
 DEVICES = ("cortex-m4", "cortex-m7")
 
@@ -46,7 +52,7 @@ def _compressed(name: str, args, progress):
     """The run folder's artifact, compressing now unless --reuse-runs finds it."""
     task_name, recipe = MODELS[name]
     task = load_task(task_name)
-    data = task.data(args.data_dir)
+    data = task.data(task_data_dir(args.data_dir, task))
     folder = args.runs_dir / name
     if not (args.reuse_runs and (folder / "model.eshrink").is_file()):
         model, _, _ = baseline(task.name, data, args.cache_dir, args.seed, progress)
@@ -86,6 +92,8 @@ def _latency_ms(session: TFLMSession, x: np.ndarray, runs: int, warmup: int) -> 
 
 
 def run_model(name: str, args, progress) -> dict:
+    if name.endswith("-pte"):
+        return run_pte(name, args, progress, task_data_dir, baseline)
     task, data, folder, art = _compressed(name, args, progress)
     calibration = list(data.train.inputs[:512].split(64))
     example = data.test.inputs[:1]
@@ -134,6 +142,12 @@ def run_model(name: str, args, progress) -> dict:
 
 
 def markdown(entries: list[dict]) -> str:
+    pte = [e for e in entries if e.get("kind") == "executorch"]
+    tflm = [e for e in entries if e.get("kind") != "executorch"]
+    return "\n\n".join(t for t in (markdown_tflm(tflm) if tflm else "", markdown_pte(pte) if pte else "") if t)
+
+
+def markdown_tflm(entries: list[dict]) -> str:
     lines = [
         "| model | container | plain int8 .tflite | TFLM file | TFLM / plain | TFLM / container | methods | arena "
         "(plain file) | TFLM latency (plain) | accuracy TFLM / int8 torch | agreement |",
@@ -154,7 +168,9 @@ def markdown(entries: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("--data-dir", type=Path, required=True, help="folder with the MNIST IDX files")
+    parser.add_argument(
+        "--data-dir", type=Path, required=True, help="folder holding mnist/ and fashion-mnist/ (or the MNIST files)"
+    )
     parser.add_argument("--out", type=Path, default=Path("results.json"))
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--reuse-runs", action="store_true", help="use run folders a previous run wrote")

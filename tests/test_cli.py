@@ -17,14 +17,14 @@ def test_demo_path_at_tiny_settings(tmp_path, tiny_recipe):
     exported = cli("export", out, "--activation-type", "uint8")  # verified on the task's test split
     assert exported.returncode == 0, exported.stderr
     assert (out / "model.onnx").is_file() and "top-1 agreement 100.00%" in exported.stdout
-    summary = json.loads((out / "model.export.json").read_text())
+    summary = json.loads((out / "model.onnx.export.json").read_text())
     assert summary["parity"]["examples"] == 360 and summary["bytes"] == (out / "model.onnx").stat().st_size
     # TFLite Micro sources: the float model is quantized to int8 on the task's data, verified in TFLM
     c = cli("export", out, "--format", "c", "--name", "digits", "--verify-examples", 100)
     assert c.returncode == 0, c.stderr
     assert "in TensorFlow Lite Micro" in c.stdout and "int8 input: scale" in c.stdout
     assert (out / "digits_data.h").is_file() and (out / "digits_data.cc").is_file()
-    summary = json.loads((out / "digits.export.json").read_text())
+    summary = json.loads((out / "digits.tflite.export.json").read_text())
     assert summary["precision"] == "int8" and summary["parity"]["top1_agreement"] >= 99.0
     assert f"tensor arena: {summary['extra']['arena_bytes']:,} bytes" in (out / "digits_data.h").read_text()
 

@@ -90,9 +90,11 @@ COMMANDS = {  # name -> arguments after the run folder
 }
 CASES = [(r, c) for r in RECIPES for c in COMMANDS]
 # (recipe, format) pairs the format's runtime cannot run: refused in one line that says what to do instead.
+QUANTIZED = [r for r in RECIPES if any(s.type == "quantize" for s in load_recipe(CHAIN if r == "chain" else r).stages)]
 REFUSED = {
     **{("fp16", f): "TFLite Micro runs integer models" for f in ("tflm", "c")},
     ("fp16", "pte"): "ExecuTorch export writes fp32 or int8 programs",
+    **{(r, "ncnn"): "ncnn's int8 path needs its calibration tools" for r in QUANTIZED},
 }
 
 
@@ -102,7 +104,8 @@ def test_every_command_on_every_recipes_output(runs, recipe, command, capsys):
     args = [name, str(runs[recipe]), *options]
     target = None
     if name == "export":
-        target = runs[recipe] / ("firmware" if options[1] == "c" else f"exported.{options[1]}")
+        suffix = {"ncnn": "param"}.get(options[1], options[1])
+        target = runs[recipe] / ("firmware" if options[1] == "c" else f"exported.{suffix}")
         args += ["--out", str(target)]
     status = run(args)
     captured = capsys.readouterr()
@@ -133,7 +136,7 @@ def test_python_api_on_every_recipes_output(runs, digits, recipe, tmp_path):
     assert a.to_dict()["verdict"] == a.verdict and a.file.endswith("model.eshrink")
     calibration = [data.train.inputs[:256]]
     for fmt in list_exporters():
-        out = tmp_path / f"m-{fmt}{'' if fmt == 'c' else '.' + fmt}"
+        out = tmp_path / f"m-{fmt}{'' if fmt == 'c' else '.' + {'ncnn': 'param'}.get(fmt, fmt)}"
         if (recipe, fmt) in REFUSED:
             with pytest.raises(edgeshrink.EdgeshrinkError, match=REFUSED[(recipe, fmt)]):
                 edgeshrink.export(art, out, format=fmt, verify_data=[x], calibration=calibration)

@@ -4,6 +4,7 @@ int8 weights, runs in the XNNPACK delegate (squeeze-excite gates included), list
 and refuses what it cannot reproduce without writing anything."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -164,3 +165,30 @@ def test_missing_package_names_the_extra(monkeypatch, trained, tmp_path):
     model, _, x = trained
     with pytest.raises(ExportError, match=r"pip install 'edgeshrink\[executorch\]'"):
         edgeshrink.export(model, tmp_path / "m.pte", format="pte", verify_data=[x])
+
+
+def test_on_a_board_a_run_folder_is_judged_by_its_newest_exported_file(trained, tmp_path):
+    import os
+
+    from edgeshrink.exporters.base import summary_path
+
+    model, train, x = trained
+    q = _quantized(model, train)
+    edgeshrink.save(q, tmp_path / "model.eshrink", example_input=x[:1])
+    before = edgeshrink.profile(tmp_path / "model.eshrink", device="raspberry-pi-4", model=SmallNet(), latency=False)
+    assert before.device.fit.deployment.file.endswith("model.eshrink")
+    assert any("--format pte" in n for n in before.notes)
+    art = edgeshrink.load(tmp_path / "model.eshrink", model=SmallNet())
+    result = edgeshrink.export(art, tmp_path / "model.pte", format="pte", verify_data=[x])
+    assert json.loads(summary_path(tmp_path / "model.pte").read_text())["precision"] == result.precision == "int8"
+    after = edgeshrink.profile(tmp_path / "model.eshrink", device="raspberry-pi-4", model=SmallNet(), latency=False)
+    d = after.device.fit.deployment
+    assert d.file.endswith("model.pte") and d.runtime.startswith("ExecuTorch")
+    assert d.flash_bytes == d.ram_weight_bytes == (tmp_path / "model.pte").stat().st_size
+    assert after.source.kind == "container" and after.device.fit.flash.need == d.flash_bytes
+    advice = edgeshrink.advise(tmp_path / "model.eshrink", device="raspberry-pi-4", network="wifi", model=SmallNet())
+    assert "model.pte" in advice.reasons[0]
+    stale = (tmp_path / "model.eshrink").stat().st_mtime - 10  # exported before the container was rewritten
+    os.utime(tmp_path / "model.pte", (stale, stale))
+    again = edgeshrink.profile(tmp_path / "model.eshrink", device="raspberry-pi-4", model=SmallNet(), latency=False)
+    assert again.device.fit.deployment.file.endswith("model.eshrink")

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeshrink.api.deployed import TFLM_FILE, deployed_costs  # noqa: F401  (TFLM_FILE: the CLI's default name)
 from edgeshrink.api.inputs import is_exported_file, naming_exported_files, to_artifact
 from edgeshrink.artifact import Artifact
 from edgeshrink.devices.estimate import DeviceEstimate
@@ -103,25 +104,3 @@ def profile(
 
         result.device = estimate_on_device(deployed_costs(result.costs, dev.kind, notes), dev)
     return result
-
-
-TFLM_FILE = "model.tflm.tflite"  # what `export RUN --format tflm` writes into a run folder
-
-
-def deployed_costs(costs: ModelCosts, device_kind: str, notes: list[str]) -> ModelCosts:
-    """For a microcontroller, the costs of the run folder's TFLite Micro file when `export --format tflm`
-    wrote one after the container (the file the device runs); otherwise `costs`, with a note saying how
-    to get that file."""
-    if device_kind != "mcu" or costs.source.kind not in ("run-folder", "container"):
-        return costs
-    path = Path(costs.source.path)
-    folder = path if path.is_dir() else path.parent
-    tflm, container = folder / TFLM_FILE, folder / "model.eshrink"
-    if tflm.is_file() and (not container.is_file() or tflm.stat().st_mtime >= container.stat().st_mtime):
-        notes.append(f"device fit of {tflm}, the TFLite Micro file exported from this run")
-        return measure_file(tflm)
-    notes.append(
-        f"no TFLite Micro file in {folder}: the fit counts the container in flash and its decoded weights in RAM; "
-        f"`edgeshrink export {folder} --format tflm` writes {TFLM_FILE}, the file a microcontroller runs"
-    )
-    return costs

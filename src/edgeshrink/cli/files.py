@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from edgeshrink.cli.common import DataDirOpt, FileTaskOpt, ModelOpt, open_artifact
-from edgeshrink.files import atomic_write
 
 ArtifactArg = Annotated[Path, typer.Argument(help="a run folder, an .eshrink container or a checkpoint")]
 
@@ -124,6 +123,7 @@ def export(
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="c: symbol and file prefix (NAME_data.h, NAME_data.cc)")] = None,
+    precision: Annotated[str | None, typer.Option(help="ncnn: weights as fp16 (auto) or fp32")] = None,
     compress: Annotated[
         str | None,
         typer.Option(help="tflm / c: weight compression: auto (smallest per tensor), lut, prune, huffman, none"),
@@ -133,18 +133,18 @@ def export(
 ) -> None:
     """Export a compressed model to a file a device runs, verified in that runtime (nothing is written
     when the check fails)."""
+    from edgeshrink.api.deployed import TFLM_FILE
     from edgeshrink.api.export import export as run_export
-    from edgeshrink.api.profile import TFLM_FILE
     from edgeshrink.exporters.base import get_exporter
 
     exporter = get_exporter(format)
     exporter.require()
-    given = {"activation_type": activation_type, "quantize": quantize, "name": name, "compress": compress}
+    given = dict(activation_type=activation_type, quantize=quantize, name=name, compress=compress, precision=precision)
     options = {k: v for k, v in given.items() if v is not None}
     exporter.resolve(options)  # a wrong option fails before the model is loaded
     t, art = open_artifact(artifact, task, model)
     where = artifact if artifact.is_dir() else artifact.parent
-    default = {"c": None, "tflm": TFLM_FILE}.get(format, f"model{exporter.suffix}")
+    default = {"c": None, "tflm": TFLM_FILE, "ncnn": "model.ncnn.param"}.get(format, f"model{exporter.suffix}")
     target = out or (where / default if default else where)
     batches = _verify_batches(t, data_dir, verify_examples) if (verify and t is not None) else None
     integer = options.get("quantize") == "int8" or format in ("tflm", "c")  # a float model is calibrated first
@@ -154,8 +154,6 @@ def export(
     result = run_export(
         art, target, None, format=format, verify_data=batches, calibration=calibration, verify=verify, **options
     )
-    summary = Path(result.path).with_suffix(".export.json")
-    atomic_write(summary, json.dumps(result.to_dict(), indent=2, default=str).encode())
     _print_result(result, format)
     if verify and t is None:
         typer.echo("note: verified on the example input only: pass --task to verify on a test split")

@@ -7,6 +7,7 @@ The fit uses the bytes of the file the device's runtime loads and the RAM that r
 - a .tflite file: in flash; TFLite Micro on a microcontroller reads the weights in place (no weight
   RAM), LiteRT elsewhere packs them into RAM;
 - an .onnx file: loaded into RAM by ONNX Runtime;
+- a .pte program (ExecuTorch, XNNPACK): in flash, and its weights in RAM (about the file's bytes);
 - a checkpoint or in-memory model: the dense weights an exported file of it would hold.
 
 Latency, per operation (a roofline with a fixed dispatch cost), with dense MACs: no runtime here skips
@@ -114,6 +115,14 @@ def deployment(costs: ModelCosts, device: Device) -> Deployment:
         if mcu and decodes_weights(costs):
             note = "compressed weights are decoded from flash into the arena, in the peak, before the op reading them"
         return Deployment(costs.source.path, runtime, int(w.file or w.stored), 0 if mcu else w.stored, note)
+    if kind == "pte":
+        return Deployment(
+            costs.source.path,
+            "ExecuTorch (XNNPACK)",
+            int(w.file or w.stored),
+            int(w.file or w.stored),
+            "estimated: XNNPACK holds the program's weights in RAM, about the file's bytes",
+        )
     if kind == "onnx":
         return Deployment(
             costs.source.path,

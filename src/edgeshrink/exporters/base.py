@@ -10,6 +10,7 @@ the modules of the model they are given: they work on copies (quant/export_copy.
 from __future__ import annotations
 
 import copy
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -108,6 +109,10 @@ class Exporter(ABC):
     def runner(self, data: bytes, threads: int) -> Runner:
         """Load `data` in the target runtime: float input batch -> float outputs."""
 
+    def session_runner(self, built: Built, threads: int) -> Runner:
+        """The built file(s) loaded in the runtime; formats of several files override this."""
+        return self.runner(built.data, threads)
+
     def write(self, built: Built, path: Path, result: ExportResult, options: dict[str, Any]) -> list[Path]:
         """Write the verified file(s); returns their paths."""
         return [atomic_write(path, built.data)]
@@ -125,7 +130,7 @@ def register_exporter(cls: type[Exporter]) -> type[Exporter]:
 
 
 def _load_builtin_exporters() -> None:
-    from edgeshrink.exporters import c_array, onnx, pte, tflite, tflm  # noqa: F401
+    from edgeshrink.exporters import c_array, ncnn, onnx, pte, tflite, tflm  # noqa: F401
 
 
 def list_exporters() -> list[str]:
@@ -148,6 +153,11 @@ def format_for(path: str | Path) -> str:
         if exporter.suffix == suffix:
             return exporter.name
     raise ExportError(f"cannot tell the export format from {Path(path).name!r}: pass format= ({', '.join(_EXPORTERS)})")
+
+
+def summary_path(path: Path) -> Path:
+    """Where an export records what it wrote and verified: NAME.SUFFIX.export.json beside the file."""
+    return path.with_name(path.name + ".export.json")
 
 
 def as_input(x: torch.Tensor) -> torch.Tensor:
@@ -188,7 +198,7 @@ def export_model(
     if verify:
         batches = [as_input(x) for x in verify_batches] or [as_input(example_input)]
         try:
-            runner = exporter.runner(built.data, threads)
+            runner = exporter.session_runner(built, threads)
         except RuntimeLoadError as exc:
             raise ExportError(f"the exported file does not load, nothing written: {exc}") from None
         result.parity = parity(built.reference, runner, batches, built.step, built.rtol)
@@ -197,4 +207,5 @@ def export_model(
         if built.max_steps is not None:
             require_steps(result.parity, built.max_steps, exporter.runtime)
     result.files = [str(p) for p in exporter.write(built, Path(path), result, resolved)]
+    atomic_write(summary_path(result.path), json.dumps(result.to_dict(), indent=2, default=str).encode())
     return result

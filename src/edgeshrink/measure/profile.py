@@ -26,7 +26,7 @@ class Source:
     """What was measured: the file (or an in-memory model), its kind, architecture and precision."""
 
     path: str
-    kind: str  # module | checkpoint | container | run-folder | onnx | tflite
+    kind: str  # module | checkpoint | container | run-folder | onnx | tflite | pte
     arch: dict | None
     precision: str  # fp32 | fp16 | int8 | w4/8a8 ... (the file's own for exported files)
     file_bytes: int | None
