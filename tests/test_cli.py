@@ -38,7 +38,7 @@ def test_demo_path_at_tiny_settings(tmp_path, tiny_recipe):
         (["compress", "--task", "digits-cnn", "--recipe", "nope"], "unknown recipe 'nope'"),
         (["evaluate", "/nonexistent/model.eshrink"], "does not exist"),
         (["export", "/nonexistent/run"], "does not exist"),
-        (["export", "/nonexistent/run", "--format", "coreml"], "unknown export format"),
+        (["export", "/nonexistent/run", "--format", "tensorrt"], "unknown export format"),
         (["export", "/nonexistent/run", "--format", "c", "--name", "2fast"], "not a C identifier"),
     ],
 )

@@ -36,7 +36,7 @@ def _run_files(param, weights, x: torch.Tensor) -> np.ndarray:
     import ncnn
 
     net = ncnn.Net()
-    float32_compute(net.opt)  # ncnn would compute in float16 on this AVX512-FP16 CPU
+    float32_compute(net.opt)  # ncnn would store activations as float16 on this CPU
     assert net.load_param(str(param)) == 0 and net.load_model(str(weights)) == 0
     out = []
     for example in x.numpy():

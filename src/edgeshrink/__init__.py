@@ -30,6 +30,8 @@ _API = {
     "profile": "edgeshrink.api.profile",
     "Profile": "edgeshrink.api.profile",
     "advise": "edgeshrink.api.advise",
+    "bench": "edgeshrink.benchmark.run",
+    "BenchResult": "edgeshrink.benchmark.run",
     "Advice": "edgeshrink.devices.advise",
     "export": "edgeshrink.api.export",
     "export_tflite": "edgeshrink.api.export",
@@ -52,6 +54,7 @@ __all__ = [
     "Advice",
     "Arch",
     "Artifact",
+    "BenchResult",
     "CompressResult",
     "EdgeshrinkError",
     "EncodeConfig",
@@ -60,6 +63,7 @@ __all__ = [
     "Quantization",
     "Recipe",
     "advise",
+    "bench",
     "compress",
     "create_model",
     "distill_student",
@@ -87,6 +91,7 @@ if TYPE_CHECKING:
     from edgeshrink.api.save import save
     from edgeshrink.architecture import Arch
     from edgeshrink.artifact import Artifact, Quantization
+    from edgeshrink.benchmark.run import BenchResult, bench
     from edgeshrink.devices.advise import Advice
     from edgeshrink.distillation import distill_student
     from edgeshrink.encode.container import read_container

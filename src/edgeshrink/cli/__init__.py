@@ -2,6 +2,7 @@
 
 training.py  train, compress, distill     files.py    evaluate, inspect, export
 measure.py   profile, devices, advise, report     listing.py  tasks, recipes, zoo
+bench.py     bench (several models across runtimes)
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from edgeshrink.cli import files, listing, measure, training
+    from edgeshrink.cli import bench, files, listing, measure, training
 
-    for module in (training, files, measure, listing):
+    for module in (training, files, measure, bench, listing):
         module.register(app)
 
 

@@ -76,11 +76,19 @@ def _print_result(result, fmt: str) -> None:
         if "recommendation" in k:
             typer.echo(f"note: {k['recommendation']}")
     if result.parity:
-        p = result.parity
-        steps = f" ({p['max_diff_steps']:.2f} output steps)" if "max_diff_steps" in p else ""
-        agreement = f", top-1 agreement {p['top1_agreement']:.2f}%" if p["top1_agreement"] is not None else ""
-        where = f"verified on {p['examples']:,} examples in {result.runtime}"
-        typer.echo(f"{where}: max |diff| {p['max_abs_diff']:.3g}{steps}{agreement}")
+        _print_parity(result)
+
+
+def _print_parity(result) -> None:
+    p = result.parity
+    if "structural" in p:
+        kinds = ", ".join(f"{r['layer']}: {r['stored_as']}" for r in p["structural"]["layers"])
+        typer.echo(f"checked structurally: every weight decodes from the package to the model's ({kinds})")
+        return
+    steps = f" ({p['max_diff_steps']:.2f} output steps)" if "max_diff_steps" in p else ""
+    agreement = f", top-1 agreement {p['top1_agreement']:.2f}%" if p["top1_agreement"] is not None else ""
+    where = f"verified on {p['examples']:,} examples in {result.runtime}"
+    typer.echo(f"{where}: max |diff| {p['max_abs_diff']:.3g}{steps}{agreement}")
 
 
 def _print_tensors(result) -> None:
@@ -96,6 +104,15 @@ def _print_tensors(result) -> None:
         f"file {result.bytes:,} B ({e['uncompressed_int8_bytes']:,} B before DECODE compression); tensor arena "
         f"{e['arena_bytes']:,} B measured in TFLite Micro, of which decoded weights up to {e['decode_bytes_max']:,} B"
     )
+
+
+def _default_target(artifact: Path, format: str, suffix: str) -> Path:
+    """Next to the input: a run folder's model.SUFFIX (model.tflm.tflite for TFLite Micro, the folder for c)."""
+    from edgeshrink.api.deployed import TFLM_FILE
+
+    where = artifact if artifact.is_dir() else artifact.parent
+    default = {"c": None, "tflm": TFLM_FILE, "ncnn": "model.ncnn.param"}.get(format, f"model{suffix}")
+    return where / default if default else where
 
 
 def export(
@@ -123,7 +140,9 @@ def export(
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="c: symbol and file prefix (NAME_data.h, NAME_data.cc)")] = None,
-    precision: Annotated[str | None, typer.Option(help="ncnn: weights as fp16 (auto) or fp32")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="ncnn: fp16 (auto) or fp32 weights; coreml: fp32 or fp16 (auto: the model's)")
+    ] = None,
     compress: Annotated[
         str | None,
         typer.Option(help="tflm / c: weight compression: auto (smallest per tensor), lut, prune, huffman, none"),
@@ -133,7 +152,6 @@ def export(
 ) -> None:
     """Export a compressed model to a file a device runs, verified in that runtime (nothing is written
     when the check fails)."""
-    from edgeshrink.api.deployed import TFLM_FILE
     from edgeshrink.api.export import export as run_export
     from edgeshrink.exporters.base import get_exporter
 
@@ -143,9 +161,7 @@ def export(
     options = {k: v for k, v in given.items() if v is not None}
     exporter.resolve(options)  # a wrong option fails before the model is loaded
     t, art = open_artifact(artifact, task, model)
-    where = artifact if artifact.is_dir() else artifact.parent
-    default = {"c": None, "tflm": TFLM_FILE, "ncnn": "model.ncnn.param"}.get(format, f"model{exporter.suffix}")
-    target = out or (where / default if default else where)
+    target = out or _default_target(artifact, format, exporter.suffix)
     batches = _verify_batches(t, data_dir, verify_examples) if (verify and t is not None) else None
     integer = options.get("quantize") == "int8" or format in ("tflm", "c")  # a float model is calibrated first
     calibration = None

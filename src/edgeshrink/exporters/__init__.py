@@ -5,6 +5,7 @@ base.py          the registry (`register_exporter`, `list_exporters`, `get_expor
 onnx.py          --format onnx (onnx_build.py: PyTorch -> ONNX; qdq.py: integer initializers, U8S8/S8S8)
 tflite.py        --format tflite (tflite_build.py: litert-torch, float16 / dynamic / full int8)
 pte.py           --format pte (ExecuTorch, XNNPACK delegate, fp32 / int8)
+coreml.py        --format coreml (palettized / sparse weights; coreml_check.py: the structural check on Linux)
 ncnn.py          --format ncnn (pnnx: NAME.param + NAME.bin, fp16 / fp32 weights, verified in ncnn)
 tflm.py          --format tflm (TFLite Micro with DECODE-compressed weights; tflm_compress.py, tflm_prepare.py)
 reference.py     the int8 PyTorch model a full-integer file reproduces

@@ -109,6 +109,22 @@ class Exporter(ABC):
     def runner(self, data: bytes, threads: int) -> Runner:
         """Load `data` in the target runtime: float input batch -> float outputs."""
 
+    def check(self, built: Built, batches: list[torch.Tensor], threads: int) -> dict:
+        """Run the built file(s) in the runtime on `batches` and compare with the model they reproduce; raises
+        ExportError (nothing gets written) when they differ. Returns the parity record."""
+        from edgeshrink.exporters.verify import parity, require_agreement, require_steps
+
+        try:
+            runner = self.session_runner(built, threads)
+        except RuntimeLoadError as exc:
+            raise ExportError(f"the exported file does not load, nothing written: {exc}") from None
+        result = parity(built.reference, runner, batches, built.step, built.rtol)
+        result["reference"] = "the fake-quantized PyTorch model" if built.step else "the PyTorch model"
+        require_agreement(result, built.min_agreement, self.runtime)
+        if built.max_steps is not None:
+            require_steps(result, built.max_steps, self.runtime)
+        return result
+
     def session_runner(self, built: Built, threads: int) -> Runner:
         """The built file(s) loaded in the runtime; formats of several files override this."""
         return self.runner(built.data, threads)
@@ -130,7 +146,7 @@ def register_exporter(cls: type[Exporter]) -> type[Exporter]:
 
 
 def _load_builtin_exporters() -> None:
-    from edgeshrink.exporters import c_array, ncnn, onnx, pte, tflite, tflm  # noqa: F401
+    from edgeshrink.exporters import c_array, coreml, ncnn, onnx, pte, tflite, tflm  # noqa: F401
 
 
 def list_exporters() -> list[str]:
@@ -179,8 +195,6 @@ def export_model(
     options: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Build, verify in the runtime, then write (nothing is written when the check fails)."""
-    from edgeshrink.exporters.verify import parity, require_agreement, require_steps
-
     exporter = get_exporter(format)
     exporter.require()
     resolved = {**exporter.resolve(dict(options or {})), "threads": threads}
@@ -197,15 +211,7 @@ def export_model(
     result.extra.update(built.extra)
     if verify:
         batches = [as_input(x) for x in verify_batches] or [as_input(example_input)]
-        try:
-            runner = exporter.session_runner(built, threads)
-        except RuntimeLoadError as exc:
-            raise ExportError(f"the exported file does not load, nothing written: {exc}") from None
-        result.parity = parity(built.reference, runner, batches, built.step, built.rtol)
-        result.parity["reference"] = "the fake-quantized PyTorch model" if built.step else "the PyTorch model"
-        require_agreement(result.parity, built.min_agreement, exporter.runtime)
-        if built.max_steps is not None:
-            require_steps(result.parity, built.max_steps, exporter.runtime)
+        result.parity = exporter.check(built, batches, threads)
     result.files = [str(p) for p in exporter.write(built, Path(path), result, resolved)]
     atomic_write(summary_path(result.path), json.dumps(result.to_dict(), indent=2, default=str).encode())
     return result

@@ -33,7 +33,7 @@ def ncnn_version() -> str:
 
 
 def float32_compute(opt) -> None:
-    """ncnn's defaults compute in float16 where the CPU has it (AVX512-FP16 here, most phones): turn that off so
+    """ncnn's defaults store and compute in float16 where the CPU supports it (F16C here, most phones): turn that off so
     a file is verified against PyTorch in float32, with float16 only where the file stores it."""
     opt.use_vulkan_compute = False
     for flag in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage", "use_bf16_packed"):
