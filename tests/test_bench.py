@@ -144,6 +144,9 @@ def test_the_command_prints_the_table_and_refuses_bad_input(artifacts, tmp_path)
     assert bad.returncode == 2 and "unknown runtime 'tensorrt'" in bad.stderr and len(bad.stderr.splitlines()) == 1
     missing = cli("bench", tmp_path / "nothing.pt", "--out", tmp_path / "y")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    (tmp_path / "m.pte").write_bytes(b"program")
+    program = cli("bench", tmp_path / "m.pte", "--task", "digits-cnn", "--out", tmp_path / "p")
+    assert program.returncode == 2 and "through the model it came from" in program.stderr
 
 
 def test_report_renders_in_headless_chromium(artifacts, tmp_path):

@@ -82,6 +82,11 @@ def _files_for(path: Path, runtimes: list[str], out: Path, data, threads: int) -
     from edgeshrink.io import load as load_artifact
     from edgeshrink.measure.profile import measure_artifact, measure_file
 
+    if path.suffix.lower() == ".pte":
+        raise ConfigError(
+            f"{path}: bench a .pte through the model it came from (its checkpoint or run folder, with --runtimes "
+            "executorch): edgeshrink reads no graph from an ExecuTorch program, so it could not count its MACs"
+        )
     if path.suffix.lower() in EXPORTED:
         runtime = runtime_for_file(path)
         if runtime not in runtimes:
@@ -106,6 +111,22 @@ def _files_for(path: Path, runtimes: list[str], out: Path, data, threads: int) -
     return files, skipped, costs
 
 
+def _file_costs(file: Path, model_costs):
+    """The costs of one exported file: its own graph for a .tflite (an int8 TFLite Micro file of a float model
+    computes in int8), the model's with the file's bytes and recorded precision for a .pte (api/deployed.py),
+    the model's for an .onnx made here (its graph's weight DequantizeLinear outputs would count as activations)."""
+    from edgeshrink.measure.profile import measure_file
+
+    if file.suffix == ".onnx" and model_costs is not None:
+        size = file.stat().st_size
+        return dataclasses.replace(model_costs, weights=dataclasses.replace(model_costs.weights, file=size))
+    if file.suffix == ".pte":
+        from edgeshrink.api.deployed import pte_costs
+
+        return pte_costs(model_costs, file)
+    return measure_file(file)
+
+
 def _energy(costs, device) -> tuple[float | None, str]:
     if device is None or costs is None:
         return None, ""
@@ -122,12 +143,12 @@ def _bench_one(path: Path, runtimes, out, data, device, protocol, threads, examp
     inputs, labels = data.test.inputs.numpy(), data.test.labels.numpy()
     if examples:
         inputs, labels = inputs[:examples], labels[:examples]
-    peak = costs.activations.peak_bytes if costs is not None else None
-    energy, energy_source = _energy(costs, device)
     rows = []
     for runtime, (file, precision) in files.items():
         progress(f"bench {path.name}: {runtime} ({file.name})")
-        loaded = load(runtime, file, precision, inputs[:1], threads, peak)
+        own = _file_costs(file, costs)  # the file's own precision and graph (an int8 TFLM file of a float model)
+        energy, energy_source = _energy(own, device)
+        loaded = load(runtime, file, precision, inputs[:1], threads, own.activations.peak_bytes)
         accuracy = _accuracy(loaded, inputs, labels)
         latency = measure_windows(loaded.call, protocol)
         progress(
@@ -136,7 +157,7 @@ def _bench_one(path: Path, runtimes, out, data, device, protocol, threads, examp
         rows.append(
             BenchRow(
                 str(path), runtime, str(file), precision, loaded.bytes, accuracy, len(labels), latency,
-                loaded.peak_bytes, loaded.peak_source, int(costs.macs.dense) if costs else 0, energy, energy_source,
+                loaded.peak_bytes, loaded.peak_source, int(own.macs.dense), energy, energy_source,
             )
         )  # fmt: skip
     return rows, skipped

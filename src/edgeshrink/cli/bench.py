@@ -13,7 +13,7 @@ from edgeshrink.cli.common import DataDirOpt
 def bench(
     artifacts: Annotated[
         list[Path] | None,
-        typer.Argument(help="checkpoints, run folders, .eshrink containers, .onnx / .tflite / .pte files"),
+        typer.Argument(help="checkpoints, run folders, .eshrink containers, .onnx / .tflite files"),
     ] = None,
     task: Annotated[str | None, typer.Option("--task", "-t", help="task (default: the one the files record)")] = None,
     data_dir: DataDirOpt = None,
