@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_run_options, baseline, run_models, task_data_dir  # noqa: E402
 from deployment_pte import TASK as PTE_TASK  # noqa: E402
 from deployment_pte import markdown_pte, run_pte  # noqa: E402
+from deployment_pte import quality as runtime_quality  # noqa: E402
 
 MODELS = {  # name -> (task, recipe)
     "lenet300-dc": ("mnist-lenet300", "deep-compression"),
@@ -70,19 +70,8 @@ def _compressed(name: str, args, progress):
 
 
 def _tflm_accuracy(session: TFLMSession, reference, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
-    started = time.perf_counter()
-    got = session.run(inputs.numpy())
-    with torch.no_grad():
-        ref = torch.cat([reference(x) for x in inputs.split(1000)]).numpy()
-    y = labels.numpy()
-    return {
-        "tflm_accuracy": 100.0 * float((got.argmax(1) == y).mean()),
-        "int8_torch_accuracy": 100.0 * float((ref.argmax(1) == y).mean()),
-        "top1_agreement": 100.0 * float((got.argmax(1) == ref.argmax(1)).mean()),
-        "max_abs_diff": float(np.abs(got - ref).max()),
-        "examples": int(len(y)),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    q = runtime_quality(session, reference, inputs, labels)
+    return {"tflm_accuracy": q.pop("accuracy"), "int8_torch_accuracy": q.pop("torch_accuracy"), **q}
 
 
 def _latency_ms(session: TFLMSession, x: np.ndarray, runs: int, warmup: int) -> dict:

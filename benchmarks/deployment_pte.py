@@ -24,7 +24,8 @@ TASK = "fashion-resnet8x4"
 FILES = {"fp32": "model.fp32.pte", "int8": "model.int8.pte", "ncnn-fp16": "model.ncnn.param"}
 
 
-def _quality(session, reference, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
+def quality(session, reference, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Accuracy of a runtime's session and of its PyTorch reference on the test split, and their agreement."""
     started = time.perf_counter()
     got = session.run(inputs.numpy())
     with torch.no_grad():
@@ -68,7 +69,7 @@ def run_pte(name: str, args, progress, data_dir, baseline) -> dict:
             sessions[key] = ExecuTorchSession(path.read_bytes(), args.threads)
         else:
             sessions[key] = NcnnSession(path.read_text(), path.with_suffix(".bin").read_bytes(), args.threads)
-        rows[key] = _quality(sessions[key], source.eval(), data.test.inputs, data.test.labels)
+        rows[key] = quality(sessions[key], source.eval(), data.test.inputs, data.test.labels)
     example = data.test.inputs[:1].numpy()
     timings = time_calls_interleaved(
         {p: s.call(example) for p, s in sessions.items()}, 1, args.runs, args.warmup, args.threads

@@ -148,7 +148,7 @@ def _bench_one(path: Path, runtimes, out, data, device, protocol, threads, examp
         progress(f"bench {path.name}: {runtime} ({file.name})")
         own = _file_costs(file, costs)  # the file's own precision and graph (an int8 TFLM file of a float model)
         energy, energy_source = _energy(own, device)
-        loaded = load(runtime, file, precision, inputs[:1], threads, own.activations.peak_bytes)
+        loaded = load(runtime, file, precision, inputs[:1], threads, own.activations)
         accuracy = _accuracy(loaded, inputs, labels)
         latency = measure_windows(loaded.call, protocol)
         progress(

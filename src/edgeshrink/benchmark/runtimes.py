@@ -68,12 +68,13 @@ def runtime_for_file(path: Path) -> str:
     raise ConfigError(f"{path}: bench runs .onnx, .tflite and .pte files, checkpoints, containers and run folders")
 
 
-def load(runtime: str, path: Path, precision: str, example: np.ndarray, threads: int, estimated_peak: int) -> Loaded:
-    """`path` loaded in `runtime`; `estimated_peak` is the computed activation peak, used where the runtime
-    reports none."""
+def load(runtime: str, path: Path, precision: str, example: np.ndarray, threads: int, peak) -> Loaded:
+    """`path` loaded in `runtime`; `peak` is the file's ActivationMemory from its costs (measured for a file
+    with DECODE ops, else computed), used as it is except for a TFLite Micro file whose arena it did not measure."""
     data = path.read_bytes()
-    estimate = "estimated: computed tensor liveness of the model's graph"
     size = len(data)
+    measured = peak.source.startswith("measured")
+    source = peak.source if measured else "estimated: computed tensor liveness of the model's graph"
     if runtime == "onnxruntime":
         from edgeshrink.runtimes.onnxruntime import make_session, run_session, session_call
 
@@ -94,7 +95,9 @@ def load(runtime: str, path: Path, precision: str, example: np.ndarray, threads:
 
         session = TFLMSession(data)
         q = session.quantize(example[:1])
-        arena = minimal_arena(data)
-        measured = "measured: the smallest tensor arena TensorFlow Lite Micro loads and runs the file in"
-        return Loaded(runtime, path, size, precision, session.run, lambda: session.run_raw(q), arena, measured)
-    return Loaded(runtime, path, size, precision, run, call, estimated_peak, estimate)
+        arena = peak.peak_bytes
+        if not measured:  # measure_file measures the arena of DECODE files only
+            arena = minimal_arena(data)
+            source = "measured: the smallest tensor arena TensorFlow Lite Micro loads and runs the file in"
+        return Loaded(runtime, path, size, precision, session.run, lambda: session.run_raw(q), arena, source)
+    return Loaded(runtime, path, size, precision, run, call, peak.peak_bytes, source)

@@ -42,6 +42,7 @@ class Built:
     min_agreement: float = 99.5
     max_steps: float | None = None  # integer files that must also stay within this many output steps
     extra: dict = field(default_factory=dict)  # format-specific measurements, copied to ExportResult.extra
+    state: dict = field(default_factory=dict)  # what the exporter's own check and write need; not reported
 
 
 @dataclass

@@ -191,19 +191,17 @@ class CoreMLExporter(Exporter):
             precision,
             layers=[{"layer": layer, "stored_as": how} for layer, how in plan.items()],
             notes=[NOT_RUN],
-            extra={"expected_weights": expected},
+            state={"expected_weights": expected},
         )
 
     def runner(self, data: bytes, threads: int) -> Runner:
         raise ExportError(NOT_RUN)
 
     def check(self, built: Built, batches: list[torch.Tensor], threads: int) -> dict:
-        expected = built.extra.pop("expected_weights")
-        structure = check_package(built.data, expected)
+        structure = check_package(built.data, built.state["expected_weights"])
         return {"examples": 0, "structural": structure, "reference": "the model's weights (structure only)"}
 
     def write(self, built: Built, path: Path, result: ExportResult, options: dict[str, Any]) -> list[Path]:
-        result.extra.pop("expected_weights", None)
         target = path if path.suffix == ".mlpackage" else path.with_suffix(".mlpackage")
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             staged = unpack(built.data, Path(tmp))

@@ -101,17 +101,18 @@ class NcnnExporter(Exporter):
             notes=notes,
             rtol=RTOL[precision],
             min_agreement=99.5,
-            extra={"param": param, "param_bytes": len(param.encode()), "bin_bytes": len(weights)},
+            extra={"param_bytes": len(param.encode()), "bin_bytes": len(weights)},
+            state={"param": param},
         )
 
     def runner(self, data: bytes, threads: int) -> Runner:
         raise RuntimeLoadError("an ncnn network is two files: load it with session_runner (the .param and the .bin)")
 
     def session_runner(self, built: Built, threads: int) -> Runner:
-        return NcnnSession(built.extra["param"], built.data, threads).run
+        return NcnnSession(built.state["param"], built.data, threads).run
 
     def write(self, built: Built, path: Path, result: ExportResult, options: dict[str, Any]) -> list[Path]:
-        param_text = result.extra.pop("param")
+        param_text = built.state["param"]
         param = atomic_write(path, param_text.encode())
         weights = atomic_write(path.with_suffix(".bin"), built.data)
         result.bytes = len(param_text.encode()) + len(built.data)

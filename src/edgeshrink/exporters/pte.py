@@ -156,13 +156,16 @@ class PTEExporter(Exporter):
             reference = model
             ready = baked_copy(model).float().eval()
         data, outside = lower(ready, example, fold_weights=mode == "int8")
-        session = ExecuTorchSession(data, options.get("threads", 2))
+        with torch.no_grad():
+            output = reference(example)
+        io = {"input": {"shape": list(example.shape), "dtype": str(example.dtype).removeprefix("torch.")}}
+        io["output"] = {"shape": list(output.shape), "dtype": "float32"}  # float outputs, batch 1
         return Built(
             data,
             reference,
             PRECISION[mode],
             activation_type="int8" if mode == "int8" else None,
-            io=session.io(),
+            io=io,
             notes=notes + _outside_note(outside),
             step=output_step(reference) if mode == "int8" else None,
             min_agreement=MIN_TOP1_AGREEMENT[mode],

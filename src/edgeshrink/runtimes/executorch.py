@@ -61,9 +61,7 @@ class ExecuTorchSession:
         if method is None:
             raise RuntimeLoadError("ExecuTorch cannot load the program: it has no forward method")
         self._data, self._method = data, method  # the program reads its bytes in place: keep them
-        meta = method.metadata
-        self.input_shape = tuple(int(v) for v in meta.input_tensor_meta(0).sizes())
-        self.output_shape = tuple(int(v) for v in meta.output_tensor_meta(0).sizes())
+        self.input_shape = tuple(int(v) for v in method.metadata.input_tensor_meta(0).sizes())
 
     def run_one(self, x: torch.Tensor) -> torch.Tensor:
         try:
@@ -86,9 +84,3 @@ class ExecuTorchSession:
         """A zero-argument call that runs the program on `example`, for timing."""
         x = torch.from_numpy(np.ascontiguousarray(example[: self.input_shape[0]]))
         return lambda: self._method.execute([x])
-
-    def io(self) -> dict:
-        return {
-            "input": {"shape": list(self.input_shape), "dtype": "float32"},
-            "output": {"shape": list(self.output_shape), "dtype": "float32"},
-        }
