@@ -115,3 +115,19 @@ def test_a_missed_budget_is_noted_and_strict_makes_it_an_error(tmp_path):
     with pytest.raises(edgeshrink.EdgeshrinkError, match="NOT met.*strict"):
         edgeshrink.compress(model, recipe, eval_fn=fidelity, out=tmp_path / "strict", progress=False, strict=True)
     assert not (tmp_path / "strict" / "model.eshrink").exists()
+
+
+def test_shared_weights_gradients_are_indexings_and_repeat_bit_for_bit():
+    from edgeshrink.weights import SharedWeights
+
+    torch.manual_seed(0)
+    centroids, assignment = torch.randn(16), torch.randint(-1, 16, (300, 200))
+    grads = []
+    for _ in range(3):
+        shared = SharedWeights(centroids, assignment)
+        g = torch.randn(300, 200, generator=torch.Generator().manual_seed(1))
+        (shared(torch.zeros(300, 200)) * g).sum().backward()
+        grads.append(shared.centroids.grad.clone())
+    assert all(torch.equal(grads[0], x) for x in grads[1:])
+    expected = torch.zeros(17).index_add_(0, (assignment + 1).reshape(-1), g.reshape(-1))[1:]
+    torch.testing.assert_close(grads[0], expected, rtol=1e-5, atol=1e-4)

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from edgeshrink.errors import ConfigError
+
 
 class Mask(nn.Module):
     """Parametrization: zero the pruned entries."""
@@ -30,6 +32,24 @@ class Mask(nn.Module):
         return torch.where(self.mask.bool(), weight, torch.zeros((), dtype=weight.dtype))
 
 
+class _Lookup(torch.autograd.Function):
+    """table[index], whose backward sums each entry's gradients with `bincount`: deterministic, where the
+    backward of indexing (index_put_ with accumulate) adds in a different order on every multi-threaded run,
+    so the same recipe and seed would not give the same file twice."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(index)
+        ctx.entries = table.numel()
+        return table[index]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (index,) = ctx.saved_tensors
+        summed = torch.bincount(index.reshape(-1), weights=grad.reshape(-1).float(), minlength=ctx.entries)
+        return summed.to(grad.dtype), None
+
+
 class SharedWeights(nn.Module):
     """Parametrization: every weight is one of a few shared values (or zero where pruned)."""
 
@@ -40,7 +60,7 @@ class SharedWeights(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         table = F.pad(self.centroids, (1, 0))  # table[0] is the fixed zero of pruned weights
-        return table[self.assignment + 1].to(weight.dtype)
+        return _Lookup.apply(table, self.assignment + 1).to(weight.dtype)
 
 
 def has_parametrizations(model: nn.Module) -> bool:
@@ -164,3 +184,29 @@ def prunable_weights(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d):
             yield name, module
+
+
+def rewind_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Reset every parameter and buffer of `model` to the plain state dict `state` (as `state_dict()` of
+    the unpruned model gives it), keeping masks and codebook assignments: a parametrized weight's original
+    takes the value, so pruned entries stay zero. Keys `state` lacks are an error (a lottery ticket rewound
+    only in part is not the ticket)."""
+    targets: dict[str, torch.Tensor] = {}
+    for mod_name, module in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            targets[prefix + name] = tensor
+        if parametrize.is_parametrized(module):
+            for name in module.parametrizations:  # type: ignore[union-attr]
+                targets[prefix + name] = module.parametrizations[name].original  # type: ignore[index]
+    plain = {k: v for k, v in targets.items() if ".parametrizations." not in f".{k}" and k in state}
+    missing = sorted(k for k in targets if ".parametrizations." not in f".{k}" and k not in state)
+    if missing:
+        raise ConfigError(f"the rewind weights have no {missing[0]!r}: pass the full state_dict() of this model")
+    with torch.no_grad():
+        for key, tensor in plain.items():
+            if tuple(state[key].shape) != tuple(tensor.shape):
+                raise ConfigError(
+                    f"rewind weight {key!r} has shape {tuple(state[key].shape)}, the model's is {tuple(tensor.shape)}"
+                )
+            tensor.copy_(state[key])
