@@ -52,13 +52,14 @@ def digits():
     data = task.data(None)
     torch.manual_seed(0)
     model = task.build_model()
+    init = {k: v.clone() for k, v in model.state_dict().items()}  # what lottery tickets rewind to
     edgeshrink.train.fit(model, task.train_loader(data), TrainConfig(epochs=2, optimizer="adam", lr=3e-3))
-    return task, data, model
+    return task, data, model, init
 
 
 @pytest.fixture(scope="module")
 def runs(digits, tmp_path_factory):
-    task, data, model = digits
+    task, data, model, init = digits
     folder = tmp_path_factory.mktemp("runs")
     out = {}
     for name in RECIPES:
@@ -73,6 +74,7 @@ def runs(digits, tmp_path_factory):
             out=folder / name,
             arch=task.arch,
             progress=False,
+            rewind_weights=init if any(getattr(s, "rewind", None) is not None for s in recipe.stages) else None,
         )
         out[name] = folder / name
     return out
@@ -124,7 +126,7 @@ def test_every_command_on_every_recipes_output(runs, recipe, command, capsys):
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_python_api_on_every_recipes_output(runs, digits, recipe, tmp_path):
-    task, data, _ = digits
+    task, data, _, _ = digits
     art = edgeshrink.load(runs[recipe])
     report = json.loads((runs[recipe] / "report.json").read_text())
     x = data.test.inputs[:100]

@@ -58,10 +58,13 @@ def test_every_builtin_recipe_compresses_restores_and_exports(name, tmp_path):
     torch.manual_seed(0)
     model = SmallNet()
     train_loader, val_loader = loaders()
+    init = {k: v.clone() for k, v in model.state_dict().items()}  # what a lottery ticket rewinds to
     fit(model, train_loader, TrainConfig(epochs=3, lr=3e-3))
+    rewinds = any(getattr(s, "rewind", None) is not None for s in load_recipe(name).stages)
     result = edgeshrink.compress(
-        model, name, train_loader=train_loader, val_loader=val_loader, out=tmp_path / "run", progress=False
-    )
+        model, name, train_loader=train_loader, val_loader=val_loader, out=tmp_path / "run", progress=False,
+        rewind_weights=init if rewinds else None,
+    )  # fmt: skip
     restored = edgeshrink.unpack(result.path, SmallNet())
     x = val_loader.inputs
     assert torch.allclose(restored(x), result.model(x), atol=1e-6)

@@ -202,36 +202,15 @@ def _epoch(
     return running / max(1, seen), step
 
 
-def fit(
+def _batch_loss(
     model: nn.Module,
-    train_batches: Batches,
     cfg: TrainConfig,
-    val_batches: Batches | None = None,
-    *,
-    stage: str = "train",
-    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    progress: Progress | None = None,
-    after_step: Callable[[], None] | None = None,
-    teacher: nn.Module | None = None,
-) -> list[dict]:
-    """Train `model` for `cfg.epochs` epochs; returns one record per epoch (loss, val accuracy, seconds).
-
-    `loss_fn(model, inputs, labels)` replaces cross-entropy; with `cfg.distill` the loss is the
-    distillation loss against `teacher` (its logits computed once when the batches are in memory).
-    `after_step` runs after every optimizer step. Conv nets train in channels-last memory and are
-    handed back in the standard layout (so the trained model computes exactly as a fresh one loaded
-    with the same tensors).
-    """
-    progress = progress or Progress()
-    if cfg.epochs == 0:
-        return []
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    teacher: nn.Module | None,
+) -> Callable[[torch.Tensor, torch.Tensor, list[torch.Tensor]], torch.Tensor]:
+    """The loss of one batch: distillation against `teacher` (its logits precomputed as the batch's third
+    element when the data is in memory), else `loss_fn`, else cross-entropy."""
     distill = cfg.distill
-    if distill is not None:
-        if teacher is None:
-            raise ConfigError(f"{stage}: distill needs a teacher model; none was given")
-        teacher.eval()
-        channels_last(teacher)
-        train_batches = _with_teacher_logits(train_batches, teacher, stage, progress)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     def batch_loss(inputs: torch.Tensor, labels: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
@@ -244,6 +223,40 @@ def fit(
             return distillation_loss(model(inputs), teacher_logits, labels, distill.temperature, distill.alpha)
         return loss_fn(model, inputs, labels) if loss_fn else criterion(model(inputs), labels)
 
+    return batch_loss
+
+
+def fit(
+    model: nn.Module,
+    train_batches: Batches,
+    cfg: TrainConfig,
+    val_batches: Batches | None = None,
+    *,
+    stage: str = "train",
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    progress: Progress | None = None,
+    after_step: Callable[[], None] | None = None,
+    after_epoch: Callable[[dict], None] | None = None,
+    teacher: nn.Module | None = None,
+) -> list[dict]:
+    """Train `model` for `cfg.epochs` epochs; returns one record per epoch (loss, val accuracy, seconds).
+
+    `loss_fn(model, inputs, labels)` replaces cross-entropy; with `cfg.distill` the loss is the
+    distillation loss against `teacher` (its logits computed once when the batches are in memory).
+    `after_step` runs after every optimizer step, `after_epoch(record)` after every epoch (a search stops
+    an unpromising trial there by raising). Conv nets train in channels-last memory and are handed back in
+    the standard layout (so the trained model computes exactly as a fresh one loaded with the same tensors).
+    """
+    progress = progress or Progress()
+    if cfg.epochs == 0:
+        return []
+    if cfg.distill is not None:
+        if teacher is None:
+            raise ConfigError(f"{stage}: distill needs a teacher model; none was given")
+        teacher.eval()
+        channels_last(teacher)
+        train_batches = _with_teacher_logits(train_batches, teacher, stage, progress)
+    batch_loss = _batch_loss(model, cfg, loss_fn, teacher)
     optimizer = make_optimizer(model.parameters(), cfg)
     steps_per_epoch = len(train_batches)  # type: ignore[arg-type]
     total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
@@ -267,8 +280,38 @@ def fit(
             history.append(record)
             acc = f", val acc {record['val_accuracy']:.2f}%" if "val_accuracy" in record else ""
             progress.line(f"[{desc}] loss {record['loss']:.4f}{acc} ({record['seconds']:.1f}s)")
+            if after_epoch is not None:
+                after_epoch(record)
     finally:
         if cl:
             model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history
+
+
+class WeightSnapshot:
+    """The model's state dict after training step `step` (0: before the first step), taken while it trains
+    (`fit(after_step=snapshot.after_step)`): the point a lottery ticket rewinds to."""
+
+    def __init__(self, model: nn.Module, step: int) -> None:
+        if step < 0:
+            raise ConfigError(f"a rewind step must be >= 0, got {step}")
+        self.model, self.step, self.seen = model, step, 0
+        self.state: dict[str, torch.Tensor] | None = self._copy() if step == 0 else None
+
+    def _copy(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone().contiguous() for k, v in self.model.state_dict().items()}
+
+    def after_step(self) -> None:
+        self.seen += 1
+        if self.seen == self.step:
+            self.state = self._copy()
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """The snapshot; ConfigError when training ended before the step."""
+        if self.state is None:
+            raise ConfigError(
+                f"the recipe rewinds to training step {self.step} but the baseline trained {self.seen} steps: "
+                "choose a smaller `rewind`"
+            )
+        return self.state

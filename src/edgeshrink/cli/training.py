@@ -10,18 +10,47 @@ import typer
 from edgeshrink.cli.common import DataDirOpt, QuietOpt, RecipeOpt, SeedOpt, TaskOpt, open_artifact
 
 
-def _train_baseline(task_name: str, data_dir: Path | None, seed: int, epochs: int | None, quiet: bool):
+def _train_baseline(
+    task_name: str,
+    data_dir: Path | None,
+    seed: int,
+    epochs: int | None,
+    quiet: bool,
+    holdout: int | None = None,
+    rewind: str | int | None = None,
+):
+    """(task, data, validation split, trained model, its validation accuracy, the rewind state or None). The
+    validation split is `holdout` training examples held out from training, else the test split; `rewind`
+    ("init" or a step) takes a lottery ticket's rewind point while training."""
     from edgeshrink.tasks.registry import load_task
-    from edgeshrink.train import Progress, evaluate, fit, seed_everything
+    from edgeshrink.train import Progress, WeightSnapshot, evaluate, fit, seed_everything
 
     task = load_task(task_name)
-    data = task.data(data_dir)
+    data, val = _split(task, data_dir, holdout)
     seed_everything(seed)
     model = task.build_model()
     cfg = task.train if epochs is None else task.train.model_copy(update={"epochs": epochs})
-    test = data.test.loader(1000)
-    fit(model, task.train_loader(data, seed), cfg, test, stage="baseline", progress=Progress(not quiet))
-    return task, data, model, evaluate(model, test)
+    snapshot = None if rewind is None else WeightSnapshot(model, 0 if rewind == "init" else int(rewind))
+    loader = val.loader(1000)
+    after = None if snapshot is None else snapshot.after_step
+    fit(
+        model,
+        task.train_loader(data, seed),
+        cfg,
+        loader,
+        stage="baseline",
+        progress=Progress(not quiet),
+        after_step=after,
+    )
+    return task, data, val, model, evaluate(model, loader), None if snapshot is None else snapshot.result()
+
+
+def _split(task, data_dir: Path | None, holdout: int | None):
+    """(data set to train on, validation split): `holdout` training examples held out, else the test split."""
+    data = task.data(data_dir)
+    if holdout is None:
+        return data, data.test
+    return data.hold_out(holdout)
 
 
 def _save_baseline(path: Path, task, model, arch: dict | None, accuracy: float) -> None:
@@ -44,9 +73,19 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a task's baseline model and save it as a checkpoint."""
-    t, _, model, acc = _train_baseline(task, data_dir, seed, epochs, quiet)
+    t, _, _, model, acc, _ = _train_baseline(task, data_dir, seed, epochs, quiet)
     _save_baseline(out, t, model, t.arch, acc)
     typer.echo(f"{t.name}: test accuracy {acc:.2f}% -> {out}")
+
+
+HoldoutOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--holdout",
+        help="hold out this many training examples (the same ones for the same number) as the validation split "
+        "that budgets and the report measure on, instead of the test split; `edgeshrink search` does the same",
+    ),
+]
 
 
 def compress(
@@ -56,6 +95,7 @@ def compress(
     data_dir: DataDirOpt = None,
     weights: Annotated[Path | None, typer.Option(help="trained checkpoint; trains a baseline when absent")] = None,
     baseline_epochs: Annotated[int | None, typer.Option(help="epochs when training the baseline here")] = None,
+    holdout: HoldoutOpt = None,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
     strict: Annotated[
@@ -69,28 +109,30 @@ def compress(
     from edgeshrink.tasks.registry import load_task
     from edgeshrink.train import evaluate
 
-    load_recipe(recipe)  # fail on a bad recipe before any training
+    rewind = next((s.rewind for s in load_recipe(recipe).stages if getattr(s, "rewind", None) is not None), None)
     t = load_task(task)
+    state = None
     if weights is None:
-        t, data, model, acc = _train_baseline(task, data_dir, seed, baseline_epochs, quiet)
+        t, data, val, model, acc, state = _train_baseline(task, data_dir, seed, baseline_epochs, quiet, holdout, rewind)
         _save_baseline(out / "baseline.pt", t, model, t.arch, acc)
         arch = t.arch
     else:
-        data = t.data(data_dir)
+        data, val = _split(t, data_dir, holdout)
         _, art = open_artifact(weights, task)
         model, arch = art.model, art.arch.to_dict() or t.arch  # a student or pruned checkpoint keeps its own
-        acc = evaluate(model, data.test.loader(1000))
+        acc = evaluate(model, val.loader(1000))
     result = run_compress(
         model,
         recipe,
         train_loader=t.train_loader(data, seed),
-        val_loader=data.test.loader(1000),
+        val_loader=val.loader(1000),
         out=out,
         seed=seed,
         arch=arch,
         progress=not quiet,
         baseline_accuracy=acc,
         strict=strict,
+        rewind_weights=state,
     )
     print_summary(result.report)
 

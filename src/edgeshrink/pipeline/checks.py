@@ -3,6 +3,9 @@ after all the earlier training: every scope and per-layer key against the model,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
 from torch import nn
 
 from edgeshrink.errors import ConfigError
@@ -13,9 +16,25 @@ _NEEDS_PLAIN = {"channels": {"prune", "share", "quantize", "half"}}
 _ONCE = ("quantize", "half")
 
 
-def check_recipe(recipe: Recipe, model: nn.Module) -> None:
-    """ConfigError naming the stage and the fix, for any selector that matches nothing or an order that
-    cannot work."""
+def _check_rewind(recipe: Recipe, rewind_weights: Mapping[str, torch.Tensor] | None) -> None:
+    """A stage that rewinds needs the weights to rewind to; weights nobody rewinds to are a mistake too."""
+    rewinds = [(i, cfg) for i, cfg in enumerate(recipe.stages, 1) if getattr(cfg, "rewind", None) is not None]
+    if rewinds and rewind_weights is None:
+        i, cfg = rewinds[0]
+        point = "initialisation" if cfg.rewind == "init" else f"training step {cfg.rewind}"
+        raise ConfigError(
+            f"recipe {recipe.name!r}, stage {i} ({cfg.type}) rewinds to the weights at {point}: pass "
+            "compress(rewind_weights=<that state_dict>), or on the command line train the baseline in the same "
+            "run (leave out --weights)"
+        )
+    if rewind_weights is not None and not rewinds:
+        raise ConfigError(f"rewind_weights were given but no stage of recipe {recipe.name!r} sets `rewind`")
+
+
+def check_recipe(recipe: Recipe, model: nn.Module, rewind_weights: Mapping[str, torch.Tensor] | None = None) -> None:
+    """ConfigError naming the stage and the fix, for any selector that matches nothing, an order that
+    cannot work, or a rewind without the weights to rewind to."""
+    _check_rewind(recipe, rewind_weights)
     seen: list[str] = []
     for i, cfg in enumerate(recipe.stages, 1):
         where = f"recipe {recipe.name!r}, stage {i} ({cfg.type})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ def _finetuner(
     train_fn: Callable[[nn.Module, int], object] | None,
     progress: Progress,
     teacher: nn.Module,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> Callable[[nn.Module, TrainConfig, str], list[dict]] | None:
     if train_fn is not None and train_loader is not None:
         raise ConfigError("pass either train_loader= or train_fn=, not both")
@@ -47,9 +48,14 @@ def _finetuner(
 
         return run_user
     if train_loader is not None:
-        return lambda model, cfg, label: fit(
-            model, train_loader, cfg, val_loader, stage=label, progress=progress, teacher=teacher
-        )
+
+        def run_builtin(model: nn.Module, cfg: TrainConfig, label: str) -> list[dict]:
+            after = None if on_epoch is None else (lambda record: on_epoch({"stage": label, **record}))
+            return fit(
+                model, train_loader, cfg, val_loader, stage=label, progress=progress, teacher=teacher, after_epoch=after
+            )
+
+        return run_builtin
     return None
 
 
@@ -63,6 +69,8 @@ def make_context(
     progress: Progress,
     teacher: nn.Module,
     seed: int,
+    on_epoch: Callable[[dict], None] | None = None,
+    rewind_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> StageContext:
     """The stage context of one compress run. The example input comes from the validation data (or the
     calibration data): drawing from train_loader would change its shuffling."""
@@ -74,11 +82,12 @@ def make_context(
     first = next((next(iter(b), None) for b in (val_loader, calibration_loader) if b is not None), None)
     source = train_loader if train_loader is not None else val_loader
     return StageContext(
-        finetune=_finetuner(train_loader, val_loader, train_fn, progress, teacher),
+        finetune=_finetuner(train_loader, val_loader, train_fn, progress, teacher, on_epoch),
         evaluate=eval_fn,
         progress=progress,
         seed=seed,
         example_input=None if first is None else first[0][:1],
         batches=None if source is None else (lambda n: list(itertools.islice(iter(source), n))),
         calibration=next((b for b in (calibration_loader, train_loader, val_loader) if b is not None), None),
+        rewind_weights=None if rewind_weights is None else dict(rewind_weights),
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +84,28 @@ def _run_stages(artifact: Artifact, recipe: Recipe, ctx: StageContext, log: RunL
     return artifact
 
 
+def _write_run(
+    artifact: Artifact,
+    recipe: Recipe,
+    ctx: StageContext,
+    log: RunLog,
+    model: nn.Module,
+    edits: int,
+    out_dir: Path,
+    batch,
+) -> CompressResult:
+    """Save the container, prove it decodes to what was evaluated (`model` carries the first `edits` channel edits
+    already), and write report.json and layers.md."""
+    packed = save(artifact, out_dir / CONTAINER_NAME, recipe.encode)
+    loaded = check_written(packed.path, artifact, copy.deepcopy(model).eval(), edits, batch)
+    weight_names = [f"{n}.weight" for n, _ in select_layers(artifact.model, None, "report")]
+    fixed = _fixed_width_twin(artifact, packed)
+    report = run_report(recipe, artifact, log, packed, fixed, weight_names, ctx.accuracy(loaded.model))
+    atomic_write(out_dir / REPORT_NAME, json.dumps(report, indent=2).encode())
+    atomic_write(out_dir / "layers.md", to_markdown(report["layers"]).encode())
+    return CompressResult(artifact.model, report, packed.path, out_dir, artifact)
+
+
 def compress(
     model: nn.Module,
     recipe: str | Path | Recipe | dict = "deep-compression",
@@ -99,6 +121,8 @@ def compress(
     baseline_accuracy: float | None = None,
     calibration_loader: Batches | None = None,
     strict: bool = False,
+    rewind_weights: Mapping[str, torch.Tensor] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> CompressResult:
     """Compress a trained `model` with a recipe (a built-in name, a TOML path or a `Recipe`).
 
@@ -108,6 +132,10 @@ def compress(
     `val_loader`). Every scope of the recipe is checked against the model before the first stage runs.
     Writes `out/model.eshrink`, `out/report.json` and `out/layers.md`. With `strict`, a stage that
     (or a run) that misses its accuracy budget (`max_accuracy_drop`) is an error; nothing is written.
+    `rewind_weights`: the state dict a prune stage with `rewind` resets the kept weights to (the model's
+    weights at initialisation, or after the training step the stage names: lottery tickets).
+    `on_epoch(record)` is called after every fine-tuning epoch of the built-in loop (record: stage, epoch,
+    loss, val accuracy); an exception it raises stops the run with nothing written.
     """
     recipe = load_recipe(recipe)
     if has_parametrizations(model):
@@ -115,7 +143,7 @@ def compress(
             "compress needs a plain trained model (no masks or codebooks attached); "
             "to continue from a container, load it and compress its plain copy"
         )
-    check_recipe(recipe, model)
+    check_recipe(recipe, model, rewind_weights)
     bar = Progress(progress)
     seed_everything(seed)
     ctx = make_context(
@@ -127,6 +155,8 @@ def compress(
         progress=bar,
         teacher=frozen_teacher(model),
         seed=seed,
+        on_epoch=on_epoch,
+        rewind_weights=rewind_weights,
     )
     arch = Arch.parse(arch)
     artifact = Artifact(
@@ -135,13 +165,5 @@ def compress(
     accuracy = baseline_accuracy if baseline_accuracy is not None else ctx.accuracy(artifact.model)
     log = RunLog(artifact, recipe.encode, accuracy, bar)
     artifact = _run_stages(artifact, recipe, ctx, log, strict)
-    out_dir = Path(out)
-    packed = save(artifact, out_dir / CONTAINER_NAME, recipe.encode)
     batch = ctx.example_input if val_loader is None else next(iter(val_loader))[0]
-    loaded = check_written(packed.path, artifact, copy.deepcopy(model).eval(), arch.edit_count, batch)
-    weight_names = [f"{n}.weight" for n, _ in select_layers(artifact.model, None, "report")]
-    fixed = _fixed_width_twin(artifact, packed)
-    report = run_report(recipe, artifact, log, packed, fixed, weight_names, ctx.accuracy(loaded.model))
-    atomic_write(out_dir / REPORT_NAME, json.dumps(report, indent=2).encode())
-    atomic_write(out_dir / "layers.md", to_markdown(report["layers"]).encode())
-    return CompressResult(artifact.model, report, packed.path, out_dir, artifact)
+    return _write_run(artifact, recipe, ctx, log, model, arch.edit_count, Path(out), batch)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -22,9 +22,58 @@ from edgeshrink.artifact import Artifact
 from edgeshrink.config import Config
 from edgeshrink.errors import ConfigError
 from edgeshrink.scope import per_layer, select_layers
-from edgeshrink.train import Progress, TrainConfig
+from edgeshrink.train import DistillConfig, Progress, TrainConfig
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+class Suggest(Protocol):
+    """What a search trial offers a stage's search space (an Optuna trial is one; so is any object with
+    these three methods). Names must be unique within a recipe: spaces prefix theirs with the stage's."""
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A layer a search may set per-layer values for: its name, kind (conv / linear) and weight count."""
+
+    name: str
+    kind: str
+    weights: int
+
+
+@dataclass(frozen=True)
+class SpaceContext:
+    """What a stage's search space may depend on: the model's prunable layers, the most fine-tuning epochs a
+    trial may spend per training run, the channel multiples the target runtime runs fast, and whether values
+    may be chosen per layer (else one value for all layers)."""
+
+    layers: tuple[LayerInfo, ...]
+    max_epochs: int = 3
+    round_to: tuple[int, ...] = (8, 16)
+    per_layer: bool = True
+
+
+def suggest_finetune(
+    trial: Suggest, prefix: str, ctx: SpaceContext, lr: tuple[float, float], min_epochs: int = 1
+) -> TrainConfig:
+    """Fine-tuning epochs (min_epochs..ctx.max_epochs), an Adam learning rate (log-uniform in `lr`), and whether
+    to learn from the uncompressed model's soft targets (distillation, T = 4, half the loss)."""
+    epochs = trial.suggest_int(f"{prefix}.epochs", min(min_epochs, ctx.max_epochs), ctx.max_epochs)
+    rate = trial.suggest_float(f"{prefix}.lr", lr[0], lr[1], log=True)
+    distill = (
+        DistillConfig(temperature=4.0, alpha=0.5)
+        if trial.suggest_categorical(f"{prefix}.distill", [False, True])
+        else None
+    )
+    return TrainConfig(epochs=epochs, optimizer="adam", lr=rate, distill=distill)
 
 
 class StageConfig(Config):
@@ -32,6 +81,12 @@ class StageConfig(Config):
 
     kind: ClassVar[str] = ""
     type: str
+
+    @classmethod
+    def search_space(cls, trial: Suggest, ctx: SpaceContext, prefix: str) -> StageConfig:
+        """A config of this stage sampled by `trial` (`edgeshrink search`); every registered stage declares
+        its space next to its config."""
+        raise NotImplementedError(f"stage {cls._label()!r} declares no search space")
 
     def finetune_config(self) -> TrainConfig | None:
         return getattr(self, "finetune", None)
@@ -61,6 +116,8 @@ class StageContext:
     calibration: Batches | None = None  # batches for quantization ranges
     # accuracy when the stage started, measured by apply_stage for stages with a max_accuracy_drop
     start_accuracy: float | None = None
+    # the state a prune stage with `rewind` resets the kept weights to (lottery tickets)
+    rewind_weights: dict[str, torch.Tensor] | None = None
 
     def train(self, model: nn.Module, cfg: TrainConfig, label: str) -> list[dict]:
         """Fine-tune for `cfg.epochs` epochs (no-op at 0); an error if nobody can train."""

@@ -27,9 +27,10 @@ from torch import nn
 from edgeshrink.architecture import dependency_graph, edits_from_history
 from edgeshrink.artifact import Artifact, StageRecord
 from edgeshrink.errors import ConfigError, ScopeError
+from edgeshrink.hardware import channel_block
 from edgeshrink.mac_count import count_macs
 from edgeshrink.scope import Scope, per_layer, select_layers
-from edgeshrink.stages.base import StageConfig, StageContext, register_stage
+from edgeshrink.stages.base import SpaceContext, StageConfig, StageContext, Suggest, register_stage, suggest_finetune
 from edgeshrink.stages.channel_groups import (
     ChannelGroup,
     MacEstimator,
@@ -55,8 +56,10 @@ class ChannelsConfig(StageConfig):
     accuracy_budget: float = Field(1.0, ge=0, description="sensitivity: accuracy points one group may cost")
     sensitivity_ratios: list[float] = Field([0.2, 0.4, 0.6, 0.8], min_length=1)
     max_ratio: float = Field(0.8, description="no searched or sensitivity ratio goes above this")
-    round_to: int = Field(
-        8, ge=1, description="keep channel counts a multiple of this (ONNX Runtime blocks: 8 on AVX2, 16 on AVX-512)"
+    round_to: int | Literal["auto"] = Field(
+        "auto",
+        description="keep channel counts a multiple of this; auto: the block of ONNX Runtime's CPU kernels here "
+        "(16 on AVX-512, 8 on AVX2, 4 elsewhere)",
     )
     steps: int = Field(1, ge=1)
     max_accuracy_drop: float | None = Field(
@@ -75,6 +78,8 @@ class ChannelsConfig(StageConfig):
         checks += [("sensitivity_ratios", r) for r in self.sensitivity_ratios]
         if self.target_macs_reduction is not None:
             checks.append(("target_macs_reduction", self.target_macs_reduction))
+        if isinstance(self.round_to, int) and self.round_to < 1:
+            raise ConfigError(f"channels: round_to = {self.round_to} must be >= 1 (or 'auto')")
         for key, value in checks:
             if not 0 <= value < 1:
                 raise ConfigError(
@@ -82,6 +87,22 @@ class ChannelsConfig(StageConfig):
                     "use a smaller fraction (or exclude the layer with scope.exclude)"
                 )
         return self
+
+    def multiple(self) -> int:
+        """The channel multiple: `round_to`, with auto resolved for this CPU."""
+        return channel_block() if self.round_to == "auto" else int(self.round_to)
+
+    @classmethod
+    def search_space(cls, trial: Suggest, ctx: SpaceContext, prefix: str) -> ChannelsConfig:
+        """The MACs to remove (10-75%), the channel multiple (the target runtime's blocks), the importance
+        criterion, one or two steps, and their fine-tuning."""
+        return cls(
+            target_macs_reduction=round(trial.suggest_float(f"{prefix}.target_macs_reduction", 0.1, 0.75), 4),
+            round_to=int(trial.suggest_categorical(f"{prefix}.round_to", list(ctx.round_to))),
+            criterion=trial.suggest_categorical(f"{prefix}.criterion", ["l1", "taylor"]),
+            steps=trial.suggest_int(f"{prefix}.steps", 1, 2),
+            finetune=suggest_finetune(trial, f"{prefix}.finetune", ctx, (2e-4, 2e-3)),
+        )
 
 
 def _input_shape(artifact: Artifact, ctx: StageContext) -> tuple[int, ...]:
@@ -125,7 +146,7 @@ def _sensitivity(model, cfg, groups, originals, shape, batches, ctx) -> dict[str
     for i, g in enumerate(groups, 1):
         ctx.progress.line(f"[channels] sensitivity {i}/{len(groups)}: {g.root}")
         curves[g.root] = {
-            r: base - _accuracy(pruned_copy(model, groups, {g.root: r}, originals, shape, cfg.round_to), batches, ctx)
+            r: base - _accuracy(pruned_copy(model, groups, {g.root: r}, originals, shape, cfg.multiple()), batches, ctx)
             for r in sorted(cfg.sensitivity_ratios)
             if r <= cfg.max_ratio
         }
@@ -168,8 +189,8 @@ def _give_back(ratios: dict[str, float], groups, fixed, originals, cfg, macs_of,
             if g.root in fixed:
                 continue
             original = originals[g.root]
-            keep = keep_count(original, g.channels, ratios[g.root], g.channel_groups, cfg.round_to)
-            more = keep + math.lcm(cfg.round_to, g.channel_groups)
+            keep = keep_count(original, g.channels, ratios[g.root], g.channel_groups, cfg.multiple())
+            more = keep + math.lcm(cfg.multiple(), g.channel_groups)
             if more > g.channels:
                 continue
             trial = {**ratios, g.root: 1 - more / original}
@@ -199,7 +220,7 @@ def _allocate(model, graph, cfg, groups, settings, curves, originals, shape, mac
     estimate = MacEstimator(model, graph, shape)
 
     def macs_of(ratios: dict[str, float]) -> int:
-        return estimate(groups, ratios, originals, cfg.round_to)
+        return estimate(groups, ratios, originals, cfg.multiple())
 
     if cfg.mode == "sensitivity":
         candidates = sorted({0.0, *(d for c in curves.values() for d in c.values())})
@@ -249,6 +270,8 @@ def channels(artifact: Artifact, cfg: ChannelsConfig, ctx: StageContext) -> Arti
     needs_batches = cfg.criterion == "taylor" or cfg.mode == "sensitivity"
     batches = ctx.batches(cfg.calibration_batches) if (needs_batches and ctx.batches) else None
     notes = score_groups(model, graph, groups, cfg.criterion, batches)
+    if cfg.round_to == "auto":
+        notes.append(f"channel counts kept multiples of {cfg.multiple()} (round_to auto: this CPU's kernel blocks)")
     curves = _sensitivity(model, cfg, groups, originals, shape, batches, ctx) if cfg.mode == "sensitivity" else {}
     steps = _Steps(cfg, ctx, shape, ignored_names, batches, macs0, notes)
     model, arch, graph, groups, history, edits = steps.run(
@@ -292,7 +315,7 @@ class _Steps:
             ratios, how = _allocate(
                 model, graph, cfg, groups, settings, curves, originals, self.shape, self.macs0, fraction
             )
-            remove_channels(model, graph, groups, ratios, originals, cfg.round_to)
+            remove_channels(model, graph, groups, ratios, originals, cfg.multiple())
             new = edits_from_history(graph.pruning_history())
             arch, edits = arch.with_channel_edits(self.shape, new), edits + new
             macs = count_macs(model, self.shape)

@@ -7,7 +7,7 @@ from typing import Literal
 from edgeshrink.artifact import Artifact, StageRecord
 from edgeshrink.errors import ConfigError
 from edgeshrink.quant.half import HalfPrecision
-from edgeshrink.stages.base import StageConfig, StageContext, register_stage
+from edgeshrink.stages.base import SpaceContext, StageConfig, StageContext, Suggest, register_stage
 from edgeshrink.train import TrainConfig
 from edgeshrink.weights import baked_copy
 
@@ -15,6 +15,11 @@ from edgeshrink.weights import baked_copy
 class HalfConfig(StageConfig):
     type: Literal["half"] = "half"
     finetune: TrainConfig = TrainConfig(epochs=0)
+
+    @classmethod
+    def search_space(cls, trial: Suggest, ctx: SpaceContext, prefix: str) -> HalfConfig:
+        """Nothing to choose: float16 is float16 (a search decides only whether the stage runs)."""
+        return cls()
 
 
 @register_stage(HalfConfig)

@@ -12,6 +12,14 @@ last one: recovering at the final sparsity is where longer training pays). Masks
 With `max_accuracy_drop`, the first round that loses more is undone, and `backoff_steps` bisections
 between it and the last round within the budget (each fine-tuned and measured) find the highest amount
 that holds: a compact net whose first round already costs too much still gets pruned.
+
+Lottery tickets (Frankle & Carbin, ICLR 2019; Frankle et al., ICML 2020): with `rewind`, every round
+resets the kept weights (and every other parameter and buffer) to the state the caller supplies as
+`compress(rewind_weights=...)` (the weights at initialisation, `rewind = "init"`, or after training step
+k, `rewind = k`) before its training, so each round trains the sparse network again from that point
+instead of fine-tuning it. The `geometric` schedule removes the same fraction of the remaining weights in
+every round (iterative magnitude pruning: 20% a round reaches 51%, 21%, 7% and 3.6% of the weights after
+3, 7, 12 and 15 rounds).
 """
 
 from __future__ import annotations
@@ -26,9 +34,9 @@ from torch import nn
 from edgeshrink.artifact import Artifact, StageRecord
 from edgeshrink.errors import ConfigError
 from edgeshrink.scope import Scope, per_layer, select_layers
-from edgeshrink.stages.base import StageConfig, StageContext, register_stage
+from edgeshrink.stages.base import SpaceContext, StageConfig, StageContext, Suggest, register_stage, suggest_finetune
 from edgeshrink.train import TrainConfig
-from edgeshrink.weights import attach_mask, get_mask
+from edgeshrink.weights import attach_mask, get_mask, rewind_to
 
 
 class PruneConfig(StageConfig):
@@ -39,7 +47,7 @@ class PruneConfig(StageConfig):
     scheme: Literal["layerwise", "global"] = "layerwise"
     per_layer: dict[str, float] = Field(default_factory=dict, description="selector -> quality or sparsity")
     iterations: int = Field(1, ge=1)
-    schedule: Literal["cubic", "linear", "constant"] = "cubic"
+    schedule: Literal["cubic", "linear", "constant", "geometric"] = "cubic"
     scope: Scope = Scope()
     finetune: TrainConfig = TrainConfig(epochs=2)
     final_epochs: int | None = Field(None, ge=0, description="epochs after the last round (default: finetune.epochs)")
@@ -50,6 +58,11 @@ class PruneConfig(StageConfig):
     )
     backoff_steps: int = Field(
         2, ge=0, description="with a budget: bisections between the last round within it and the one that was not"
+    )
+    rewind: Literal["init"] | int | None = Field(
+        None,
+        description="lottery tickets: reset the kept weights before each round's training to compress's "
+        "rewind_weights (taken at initialisation, 'init', or after training step k)",
     )
 
     @model_validator(mode="after")
@@ -65,17 +78,51 @@ class PruneConfig(StageConfig):
             raise ValueError("per_layer quality values must be > 0")
         if self.method == "threshold" and self.scheme == "global":
             raise ValueError("scheme 'global' applies to method 'sparsity' only")
+        if self.method == "threshold" and self.schedule == "geometric":
+            raise ValueError("schedule 'geometric' applies to method 'sparsity' only")
+        if isinstance(self.rewind, int) and self.rewind < 0:
+            raise ValueError(f"rewind must be 'init' or a training step >= 0, got {self.rewind}")
         return self
 
+    @classmethod
+    def search_space(cls, trial: Suggest, ctx: SpaceContext, prefix: str) -> PruneConfig:
+        """One global sparsity (30-99%) or one per layer (0-99%, always keeping two weights), 1-3 rounds on
+        the cubic schedule, and their fine-tuning."""
+        per_layer = ctx.per_layer and len(ctx.layers) > 1
+        scheme = trial.suggest_categorical(f"{prefix}.scheme", ["global", "layerwise"]) if per_layer else "global"
+        iterations = trial.suggest_int(f"{prefix}.iterations", 1, 3)
+        finetune = suggest_finetune(trial, f"{prefix}.finetune", ctx, (1e-4, 2e-3))
+        common = {"method": "sparsity", "scheme": scheme, "iterations": iterations, "finetune": finetune}
+        if scheme == "global":
+            return cls(sparsity=round(trial.suggest_float(f"{prefix}.sparsity", 0.3, 0.99), 4), **common)
+        amounts = {
+            layer.name: round(trial.suggest_float(f"{prefix}.sparsity.{layer.name}", 0.0, _most(layer.weights)), 4)
+            for layer in ctx.layers
+        }
+        return cls(per_layer=amounts, **common)
 
-def schedule_fraction(round_index: int, rounds: int, schedule: str) -> float:
-    """Fraction of the final amount to reach after round `round_index` (1-based) of `rounds`."""
-    t = round_index / rounds
-    if schedule == "constant":
-        return 1.0
-    if schedule == "linear":
-        return t
-    return 1.0 - (1.0 - t) ** 3
+
+def _most(weights: int) -> float:
+    """The highest sparsity a search tries on a layer of `weights` weights: 99%, keeping at least two."""
+    return max(0.0, min(0.99, 1.0 - 2.0 / weights))
+
+
+def progress(i: int, rounds: int, schedule: str) -> float:
+    """Where round i (1-based) of `rounds` stands on the schedule, in [0, 1]: a constant schedule is at the
+    end from its first round."""
+    return 1.0 if schedule == "constant" else i / rounds
+
+
+def round_amount(amount: float, t: float, schedule: str) -> float:
+    """The sparsity (or threshold quality) to reach at progress `t` in [0, 1] of the schedule, for a final
+    `amount`: cubic (Zhu & Gupta 2017), linear, or geometric (the same fraction of the remaining weights
+    removed in every round: 1 - (1 - amount)^t). A constant schedule is at t = 1 in its rounds; a back-off
+    bisection between its rounds scales the amount by t."""
+    if schedule in ("constant", "linear"):
+        return amount * t
+    if schedule == "geometric":
+        return 1.0 - (1.0 - amount) ** t
+    return amount * (1.0 - (1.0 - t) ** 3)
 
 
 def _keep_top(magnitude: torch.Tensor, keep: int) -> torch.Tensor:
@@ -86,34 +133,40 @@ def _keep_top(magnitude: torch.Tensor, keep: int) -> torch.Tensor:
 
 
 def _round_masks(
-    layers: list[tuple[str, nn.Module]], cfg: PruneConfig, amount: dict[str, float], frac: float, std0: dict[str, float]
+    layers: list[tuple[str, nn.Module]], cfg: PruneConfig, amount: dict[str, float], t: float, std0: dict[str, float]
 ) -> dict[str, torch.Tensor]:
     weights = {name: module.weight.detach().abs() for name, module in layers}
     if cfg.method == "threshold":
-        return {name: w >= frac * amount[name] * std0[name] for name, w in weights.items()}
+        return {name: w >= round_amount(amount[name], t, cfg.schedule) * std0[name] for name, w in weights.items()}
     if cfg.scheme == "global":
         flat = torch.cat([w.reshape(-1) for w in weights.values()])
-        keep_all = _keep_top(flat, round(flat.numel() * (1 - frac * cfg.sparsity)))
+        keep_all = _keep_top(flat, round(flat.numel() * (1 - round_amount(cfg.sparsity, t, cfg.schedule))))
         out, start = {}, 0
         for name, w in weights.items():
             out[name] = keep_all[start : start + w.numel()].reshape(w.shape)
             start += w.numel()
         return out
-    return {name: _keep_top(w, round(w.numel() * (1 - frac * amount[name]))) for name, w in weights.items()}
+    return {
+        name: _keep_top(w, round(w.numel() * (1 - round_amount(amount[name], t, cfg.schedule))))
+        for name, w in weights.items()
+    }
 
 
-def _prune_round(model, layers, cfg, amount, std0, i: int, ctx: StageContext, frac: float | None = None) -> list[dict]:
-    """One round: masks for this round's amount (or `frac` of the full amount), then its fine-tuning."""
-    backoff = frac is not None  # a bisection try: never the final round's longer training
-    frac = schedule_fraction(i, cfg.iterations, cfg.schedule) if frac is None else frac
+def _prune_round(model, layers, cfg, amount, std0, i: int, ctx: StageContext, t: float | None = None) -> list[dict]:
+    """One round: masks for progress `t` of the schedule (default: round i's), the rewind of a lottery
+    ticket, then the round's training."""
+    backoff = t is not None  # a bisection try: never the final round's longer training
+    t = progress(i, cfg.iterations, cfg.schedule) if t is None else t
     with torch.no_grad():
-        masks = _round_masks(layers, cfg, amount, frac, std0)
+        masks = _round_masks(layers, cfg, amount, t, std0)
         for name, module in layers:
             kept = attach_mask(module, "weight", masks[name])
             if not kept.any():
                 raise ConfigError(
                     f"prune: round {i} removes every weight of layer {name!r}; lower its quality/sparsity"
                 )
+    if cfg.rewind is not None:
+        rewind_to(model, ctx.rewind_weights or {})
     train_cfg = cfg.finetune
     if i == cfg.iterations and cfg.final_epochs is not None and not backoff:
         train_cfg = train_cfg.model_copy(update={"epochs": cfg.final_epochs})
@@ -127,15 +180,15 @@ def _sparsity(layers: list[tuple[str, nn.Module]]) -> float:
 
 
 def _back_off(kept, bounds, cfg, amount, std0, ctx: StageContext, reference: float, notes: list[str]):
-    """Bisect the schedule fraction between `bounds` (within the budget, over it), each try pruned from
-    the model kept so far and fine-tuned; returns the model at the highest fraction within the budget."""
+    """Bisect the schedule's progress between `bounds` (within the budget, over it), each try pruned from
+    the model kept so far and fine-tuned; returns the model at the highest progress within the budget."""
     low, high = bounds
     history: list[dict] = []
     for step in range(1, cfg.backoff_steps + 1):
-        frac = (low + high) / 2
+        t = (low + high) / 2
         trial = copy.deepcopy(kept)
         layers = select_layers(trial, cfg.scope, "prune")
-        history += [{"backoff": step, **h} for h in _prune_round(trial, layers, cfg, amount, std0, step, ctx, frac)]
+        history += [{"backoff": step, **h} for h in _prune_round(trial, layers, cfg, amount, std0, step, ctx, t)]
         accuracy = ctx.accuracy(trial)
         within = reference - accuracy <= cfg.max_accuracy_drop  # type: ignore[operator]
         verdict = "kept" if within else "undone"
@@ -144,7 +197,7 @@ def _back_off(kept, bounds, cfg, amount, std0, ctx: StageContext, reference: flo
             f"{accuracy:.2f}% (drop {reference - accuracy:.2f}): {verdict}"
         )
         ctx.progress.line(f"[prune] {notes[-1]}")
-        kept, low, high = (trial, frac, high) if within else (kept, low, frac)
+        kept, low, high = (trial, t, high) if within else (kept, low, t)
     return kept, history
 
 
@@ -171,9 +224,11 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
                 f"({reference:.2f}% -> {accuracy:.2f}%, {100 * _sparsity(layers):.1f}% sparse); back to "
                 + (f"round {i - 1}" if i > 1 else "the unpruned weights")
             )
-            low = schedule_fraction(i - 1, cfg.iterations, cfg.schedule) if i > 1 else 0.0
-            high = schedule_fraction(i, cfg.iterations, cfg.schedule)
-            model, more = _back_off(before, (low, high), cfg, amount, std0, ctx, reference, notes)
+            bounds = (
+                progress(i - 1, cfg.iterations, cfg.schedule) if i > 1 else 0.0,
+                progress(i, cfg.iterations, cfg.schedule),
+            )
+            model, more = _back_off(before, bounds, cfg, amount, std0, ctx, reference, notes)
             history += more
             layers = select_layers(model, cfg.scope, "prune")
             break

@@ -24,7 +24,7 @@ from edgeshrink.quant.passes import layer_sensitivity
 from edgeshrink.quant.prepare import QuantPlan, activation_quantizers, per_tensor_layers, refresh_weight_scales
 from edgeshrink.quant.ptq import PTQSettings, build_quantized
 from edgeshrink.scope import Scope, per_layer, select_layers
-from edgeshrink.stages.base import StageConfig, StageContext, register_stage
+from edgeshrink.stages.base import SpaceContext, StageConfig, StageContext, Suggest, register_stage, suggest_finetune
 from edgeshrink.train import TrainConfig
 
 
@@ -62,6 +62,17 @@ class QuantizeConfig(StageConfig):
             if bits != 0 and not 2 <= bits <= 8:
                 raise ValueError(f"bits for {key!r} must be 0 (float) or 2..8, got {bits}")
         return value
+
+    @classmethod
+    def search_space(cls, trial: Suggest, ctx: SpaceContext, prefix: str) -> QuantizeConfig:
+        """4- or 8-bit weights, the calibration method, bias correction, and 0 (PTQ) or more epochs of
+        quantization-aware training."""
+        return cls(
+            weight_bits=int(trial.suggest_categorical(f"{prefix}.weight_bits", [4, 8])),
+            calibration=trial.suggest_categorical(f"{prefix}.calibration", ["mse", "percentile", "minmax"]),
+            bias_correction=trial.suggest_categorical(f"{prefix}.bias_correction", [True, False]),
+            finetune=suggest_finetune(trial, f"{prefix}.finetune", ctx, (1e-5, 1e-3), min_epochs=0),
+        )
 
     def reduced_range(self) -> bool:
         if self.weight_range == "auto":

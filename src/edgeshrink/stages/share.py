@@ -19,7 +19,7 @@ from torch import nn
 
 from edgeshrink.artifact import Artifact, StageRecord
 from edgeshrink.scope import Scope, per_layer, select_layers
-from edgeshrink.stages.base import StageConfig, StageContext, register_stage
+from edgeshrink.stages.base import SpaceContext, StageConfig, StageContext, Suggest, register_stage, suggest_finetune
 from edgeshrink.stages.share_grid import share_quantized, weight_quantizer
 from edgeshrink.train import TrainConfig
 from edgeshrink.weights import attach_codebook, get_mask
@@ -46,6 +46,21 @@ class ShareConfig(StageConfig):
             if not 1 <= bits <= 15:
                 raise ValueError(f"bits for {key!r} must be in 1..15, got {bits}")
         return value
+
+    @classmethod
+    def search_space(cls, trial: Suggest, ctx: SpaceContext, prefix: str) -> ShareConfig:
+        """Codebook bits 2-8 per layer (or per kind: conv, linear), the centroid initialisation, and 0 or
+        more epochs of centroid fine-tuning."""
+        if ctx.per_layer:
+            bits = {layer.name: trial.suggest_int(f"{prefix}.bits.{layer.name}", 2, 8) for layer in ctx.layers}
+        else:
+            kinds = sorted({layer.kind for layer in ctx.layers})
+            bits = {kind: trial.suggest_int(f"{prefix}.bits.{kind}", 2, 8) for kind in kinds}
+        return cls(
+            per_layer=bits,
+            init=trial.suggest_categorical(f"{prefix}.init", ["linear", "density"]),
+            finetune=suggest_finetune(trial, f"{prefix}.finetune", ctx, (1e-5, 1e-3), min_epochs=0),
+        )
 
 
 def initial_centroids(values: np.ndarray, k: int, init: Init, seed: int = 0) -> np.ndarray:

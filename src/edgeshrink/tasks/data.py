@@ -98,6 +98,20 @@ class Dataset:
     test: Split
     num_classes: int
 
+    def hold_out(self, n: int, seed: int = 0) -> tuple[Dataset, Split]:
+        """(this data set without `n` training examples, those examples): a validation split to choose
+        settings on, so that nothing is tuned on the test split. The same `n` and `seed` always hold out the
+        same examples."""
+        total = len(self.train.labels)
+        if not 0 < n < total:
+            raise DataError(f"cannot hold out {n} of the {total} training examples: choose 0 < n < {total}")
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+        rest, held = order[n:].sort().values, order[:n].sort().values
+        train = Split(self.train.inputs[rest], self.train.labels[rest])
+        return Dataset(self.name, train, self.test, self.num_classes), Split(
+            self.train.inputs[held], self.train.labels[held]
+        )
+
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """scikit-learn's 8x8 digits (1,797 images, shipped with the package): a stratified held-out split."""
