@@ -15,11 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The tests also cover TFLite, TFLite Micro, ExecuTorch and ncnn export: the optional [tflite] (several hundred
-# MB), [tflm], [executorch] (about 1.6 GB) and [ncnn] extras, installed in one resolve with the pinned torch so pip never
-# swaps it for a CUDA build.
-$(TFLITE_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e ".[dev,tflite,tflm,executorch,ncnn]"
+# The tests also cover TFLite, TFLite Micro, ExecuTorch and ncnn export and the search: the optional [tflite] (several
+# hundred MB), [tflm], [executorch] (about 1.6 GB), [ncnn] and [search] extras, installed in one resolve with the pinned
+# torch so pip never swaps it for a CUDA build.
+$(TFLITE_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e ".[dev,tflite,tflm,executorch,ncnn,search]"
 	touch $(TFLITE_STAMP)
 
 env: $(STAMP)

@@ -21,7 +21,7 @@ LAYERS = [
     {"exporters", "devices", "report"},
     {"pipeline"},
     {"api"},
-    {"benchmark"},
+    {"benchmark", "autosearch"},
     {"cli"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -31,6 +31,8 @@ _API = {
     "Profile": "edgeshrink.api.profile",
     "advise": "edgeshrink.api.advise",
     "bench": "edgeshrink.benchmark.run",
+    "search": "edgeshrink.autosearch.run",
+    "SearchResult": "edgeshrink.autosearch.run",
     "BenchResult": "edgeshrink.benchmark.run",
     "Advice": "edgeshrink.devices.advise",
     "export": "edgeshrink.api.export",
@@ -62,6 +64,7 @@ __all__ = [
     "Profile",
     "Quantization",
     "Recipe",
+    "SearchResult",
     "advise",
     "bench",
     "compress",
@@ -81,6 +84,7 @@ __all__ = [
     "read_container",
     "save",
     "save_checkpoint",
+    "search",
     "unpack",
 ]
 
@@ -91,6 +95,7 @@ if TYPE_CHECKING:
     from edgeshrink.api.save import save
     from edgeshrink.architecture import Arch
     from edgeshrink.artifact import Artifact, Quantization
+    from edgeshrink.autosearch.run import SearchResult, search
     from edgeshrink.benchmark.run import BenchResult, bench
     from edgeshrink.devices.advise import Advice
     from edgeshrink.distillation import distill_student

@@ -2,7 +2,7 @@
 
 training.py  train, compress, distill     files.py    evaluate, inspect, export
 measure.py   profile, devices, advise, report     listing.py  tasks, recipes, zoo
-bench.py     bench (several models across runtimes)
+bench.py     bench (several models across runtimes)    search.py   search (recipes or architectures for a device)
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from edgeshrink.cli import bench, files, listing, measure, training
+    from edgeshrink.cli import bench, files, listing, measure, search, training
 
-    for module in (training, files, measure, bench, listing):
+    for module in (training, files, measure, bench, search, listing):
         module.register(app)
 
 

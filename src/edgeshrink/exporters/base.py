@@ -62,9 +62,11 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    # the PyTorch model the file reproduces (the fake-quantized one for integer files): what parity compared
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        out = dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if k != "model"}
         out["path"] = str(self.path)
         return out
 
@@ -210,6 +212,7 @@ def export_model(
         built.notes,
     )
     result.extra.update(built.extra)
+    result.model = built.reference
     if verify:
         batches = [as_input(x) for x in verify_batches] or [as_input(example_input)]
         result.parity = exporter.check(built, batches, threads)

@@ -115,8 +115,9 @@ def measure_artifact(artifact: Artifact) -> ModelCosts:
     return _costs(source, graph, list(example.shape[1:]), artifact.compute_dtype, container)
 
 
-def measure_file(path: str | Path) -> ModelCosts:
-    """Costs of an exported .onnx or .tflite file, from its own graph."""
+def measure_file(path: str | Path, arena_bytes: int | None = None) -> ModelCosts:
+    """Costs of an exported .onnx or .tflite file, from its own graph. A TFLM file's arena is measured in the
+    interpreter unless its export already measured it (`arena_bytes`)."""
     import numpy as np
 
     path = Path(path)
@@ -134,21 +135,22 @@ def measure_file(path: str | Path) -> ModelCosts:
     source = Source(str(path), kind, None, dtype, path.stat().st_size)
     costs = _costs(source, graph, shape[1:], dtype, None)
     if any(op.target == DECODE_OP for op in graph.ops):
-        costs.activations = _measured_arena(path, costs.activations)
+        costs.activations = _measured_arena(path, costs.activations, arena_bytes)
     return costs
 
 
-def _measured_arena(path: Path, computed):
+def _measured_arena(path: Path, computed, arena: int | None = None):
     """A TFLM file's peak memory as TFLM allocates it (activations, decoded weights, bookkeeping): the
     smallest arena it loads and runs in, measured in the interpreter (the computed peak when the
     tflite-micro extra is missing)."""
     import importlib.util
 
-    if importlib.util.find_spec("tflite_micro") is None:
+    if arena is None and importlib.util.find_spec("tflite_micro") is None:
         return computed
-    from edgeshrink.runtimes.tflm import minimal_arena
+    if arena is None:
+        from edgeshrink.runtimes.tflm import minimal_arena
 
-    arena = minimal_arena(path.read_bytes())
+        arena = minimal_arena(path.read_bytes())
     return dataclasses.replace(
         computed,
         peak_bytes=arena,

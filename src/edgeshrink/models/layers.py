@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -38,3 +40,18 @@ class ConvBNReLU(nn.Sequential):
         if act is not None:
             layers.append(act(inplace=True))
         super().__init__(*layers)
+
+
+class Resize(nn.Module):
+    """Bilinear resize of the input to `size` x `size` (identity for None or an input of that size): the
+    resolution knob of an architecture search; the network then reads fewer pixels, and every runtime has
+    the op."""
+
+    def __init__(self, size: int | None = None) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is None or tuple(x.shape[-2:]) == (self.size, self.size):
+            return x
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)

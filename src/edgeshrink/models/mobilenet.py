@@ -3,15 +3,18 @@
 For 28x28 and 32x32 inputs the stem convolution has stride 1 instead of 2 (and MobileNetV2's second
 stage too, as in the common CIFAR adaptations), so the last feature map is 2x2 (V1) or 4x4 (V2)
 rather than nothing. `width` is the paper's width multiplier (alpha); channel counts are rounded to
-multiples of 8.
+multiples of 8. For architecture search, MobileNetV2 also takes `depth` (a multiplier of each stage's repeats,
+at least one block each), `kernel_size` (the depthwise kernels) and `resolution` (the input is resized first).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from edgeshrink.models.layers import ConvBNReLU, make_divisible
+from edgeshrink.models.layers import ConvBNReLU, Resize, make_divisible
 from edgeshrink.models.registry import register_model
 
 # (output channels, stride) of MobileNetV1's 13 depthwise-separable blocks
@@ -43,14 +46,14 @@ class MobileNetV1(nn.Module):
 class InvertedResidual(nn.Module):
     """Expand 1x1 (t times) -> depthwise 3x3 -> linear 1x1 projection; residual when shapes match."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int, kernel_size: int = 3) -> None:
         super().__init__()
         hidden = in_channels * expansion
         layers: list[nn.Module] = []
         if expansion != 1:
             layers.append(ConvBNReLU(in_channels, hidden, 1, act=nn.ReLU6))
         layers += [
-            ConvBNReLU(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6),
+            ConvBNReLU(hidden, hidden, kernel_size, stride, groups=hidden, act=nn.ReLU6),
             ConvBNReLU(hidden, out_channels, 1, act=None),
         ]
         self.block = nn.Sequential(*layers)
@@ -63,15 +66,24 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     """Conv 3x3, 17 inverted-residual blocks, conv 1x1 to 1280 channels, pool, linear."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        width: float = 1.0,
+        depth: float = 1.0,
+        kernel_size: int = 3,
+        resolution: int | None = None,
+    ) -> None:
         super().__init__()
         previous = make_divisible(32 * width)
         last = make_divisible(1280 * max(1.0, width))
+        self.resize = Resize(resolution)
         layers: list[nn.Module] = [ConvBNReLU(in_channels, previous, 3, 1, act=nn.ReLU6)]
         for t, c, n, s in V2_BLOCKS:
             out = make_divisible(c * width)
-            for i in range(n):
-                layers.append(InvertedResidual(previous, out, s if i == 0 else 1, t))
+            for i in range(max(1, math.ceil(n * depth))):
+                layers.append(InvertedResidual(previous, out, s if i == 0 else 1, t, kernel_size))
                 previous = out
         layers.append(ConvBNReLU(previous, last, 1, act=nn.ReLU6))
         self.features = nn.Sequential(*layers)
@@ -81,12 +93,27 @@ class MobileNetV2(nn.Module):
         self.classifier = nn.Linear(last, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.flatten(self.pool(self.features(x)))))
+        return self.classifier(self.dropout(self.flatten(self.pool(self.features(self.resize(x))))))
 
 
 register_model("mobilenetv1", (1, 28, 28), "MobileNetV1 (depthwise separable, width multiplier), stem stride 1")(
     MobileNetV1
 )
-register_model("mobilenetv2", (1, 28, 28), "MobileNetV2 (inverted residuals, width multiplier), CIFAR strides")(
-    MobileNetV2
-)
+
+
+def mobilenetv2_space(trial) -> dict:
+    """Width 0.25-1, depth 0.34-1 of each stage's repeats, depthwise kernels 3 or 5, input resized to 16-28."""
+    return {
+        "width": trial.suggest_float("width", 0.25, 1.0, step=0.125),
+        "depth": trial.suggest_categorical("depth", [0.34, 0.67, 1.0]),
+        "kernel_size": trial.suggest_categorical("kernel_size", [3, 5]),
+        "resolution": trial.suggest_categorical("resolution", [16, 20, 24, 28]),
+    }
+
+
+register_model(
+    "mobilenetv2",
+    (1, 28, 28),
+    "MobileNetV2 (inverted residuals, width multiplier), CIFAR strides",
+    space=mobilenetv2_space,
+)(MobileNetV2)

@@ -33,6 +33,8 @@ class ModelEntry:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     input_shapes: tuple[Shape, ...] = ()  # every shape the entry is sized for (tested); default first
     width: bool = False  # whether the family takes a `width` multiplier
+    # architecture search: space(trial) -> keyword arguments (trial: anything with Optuna's suggest_* methods)
+    space: Callable[[Any], dict[str, Any]] | None = None
 
     def shapes(self) -> tuple[Shape, ...]:
         return self.input_shapes or (self.input_shape,)
@@ -48,11 +50,13 @@ def register_model(
     *,
     kwargs: Mapping[str, Any] | None = None,
     input_shapes: tuple[Shape, ...] | None = None,
+    space: Callable[[Any], dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator (or plain call on an existing factory): add `factory` to the zoo under `name`.
 
     `kwargs` are defaults for this entry (a configured variant); `input_shapes` the shapes it supports
-    (default: `input_shape` plus 1x28x28 and 3x32x32).
+    (default: `input_shape` plus 1x28x28 and 3x32x32); `space(trial)` the keyword arguments an architecture
+    search draws (the family's knobs: width, depth, kernel size, resolution).
     """
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -61,7 +65,7 @@ def register_model(
         shapes = input_shapes or tuple(dict.fromkeys([tuple(input_shape), *IMAGE_SHAPES]))
         params = inspect.signature(factory).parameters
         _MODELS[name] = ModelEntry(
-            name, factory, tuple(input_shape), description, dict(kwargs or {}), tuple(shapes), "width" in params
+            name, factory, tuple(input_shape), description, dict(kwargs or {}), tuple(shapes), "width" in params, space
         )
         return factory
 
@@ -76,6 +80,11 @@ def _load_builtin_models() -> None:
 def list_models() -> list[str]:
     _load_builtin_models()
     return sorted(_MODELS)
+
+
+def searchable_models() -> list[str]:
+    """Zoo families with an architecture search space."""
+    return [name for name in list_models() if _MODELS[name].space is not None]
 
 
 def model_entry(name: str) -> ModelEntry:
