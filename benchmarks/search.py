@@ -75,13 +75,14 @@ def run_recipe(args, progress: Progress) -> list[dict]:
 
     data_dir = args.data_dir / DATA_SUBDIRS["mnist"]
     data = load_task("mnist-lenet5").data(data_dir)
-    entries, weights = [], None
+    entries, weights = [], args.baseline
     for device in args.devices.split(","):
         out = args.runs_dir / f"lenet5-{device}"
         result = edgeshrink.search(
             task="mnist-lenet5", data_dir=data_dir, weights=weights, device=device, trials=args.trials,
             timeout=args.minutes * 60, max_epochs=args.max_epochs, reference="deep-compression", out=out,
             study=f"lenet5-{device}", seed=args.seed, threads=args.threads, progress=progress.enabled,
+            per_layer=not args.no_per_layer,
         )  # fmt: skip
         weights = out / "baseline.pt" if weights is None else weights
         ref = _point(result.reference, data)
@@ -89,11 +90,14 @@ def run_recipe(args, progress: Progress) -> list[dict]:
         better = [
             p for p in front if p["bytes"] < ref["bytes"] and p["tflm_test_accuracy"] >= ref["tflm_test_accuracy"]
         ]
+        on_val = [p["trial"] for p in front if p["bytes"] < ref["bytes"] and p["val_accuracy"] >= ref["val_accuracy"]]
         entries.append({
-            "part": "recipe", "device": device, "search_minutes": _search_minutes(result),
+            "part": "recipe", "device": device, "per_layer": not args.no_per_layer,
+            "search_minutes": _search_minutes(result),
             "trials": result.summary["finished"], "candidates": len(result.candidates),
             "feasible": result.summary["feasible"], "reference": ref, "front": front,
             "dominating": [p["trial"] for p in better], "dominates": bool(better), "out": str(out),
+            "dominating_on_validation": on_val,
         })  # fmt: skip
     return entries
 
@@ -131,17 +135,21 @@ def run_nas(args, progress: Progress) -> list[dict]:
     data = task_data(task, data_dir, None, args.seed)
     spec = SearchSpec(device="cortex-m7", family="ds-cnn", max_epochs=args.nas_epochs, seed=args.seed)
     evaluator = Evaluator(spec, get_device("cortex-m7"), data, None, threads=args.threads, train_config=task.train)
-    zoo = {}
+    zoo, refused = {}, {}
     for name, kwargs in ZOO.items():
         model = edgeshrink.create_model(name, input_shape=(1, 28, 28), num_classes=10, **kwargs)
         arch = {"model": name, "model_kwargs": {**kwargs, "num_classes": 10}, "input_shape": [1, 28, 28]}
-        zoo[name] = evaluator.architecture(model, arch, out / "zoo" / name)
+        try:
+            zoo[name] = evaluator.architecture(model, arch, out / "zoo" / name)
+        except edgeshrink.EdgeshrinkError as exc:  # e.g. a TFLM file that does not reproduce the int8 model
+            refused[name] = str(exc)
+            progress.line(f"[nas] zoo {name}: not deployable on cortex-m7: {exc}")
     points = {f"trial {c.number}": c for c in result.front} | {f"zoo {k}": c for k, c in zoo.items()}
     latency = _ort_latency({k: Path(c.folder) / "model.pt" for k, c in points.items()}, data.example, args.threads)
     rows = [{"name": k, **_point(c), "ort_fp32_batch1_ms": latency[k]} for k, c in points.items()]
     return [{"part": "nas", "device": "cortex-m7", "family": "ds-cnn", "search_minutes": _search_minutes(result),
              "trials": result.summary["finished"], "candidates": len(result.candidates), "rows": rows,
-             "out": str(out)}]  # fmt: skip
+             "zoo_refused": refused, "out": str(out)}]  # fmt: skip
 
 
 def markdown(entries: list[dict]) -> str:
@@ -186,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", default="cortex-m7,cortex-m4")
     parser.add_argument("--minutes", type=float, default=30.0, help="recipe search minutes per device")
     parser.add_argument("--trials", type=int, default=1000, help="recipe search: at most this many trials")
-    parser.add_argument("--max-epochs", type=int, default=2, help="recipe search: fine-tuning epochs per run")
+    parser.add_argument("--max-epochs", type=int, default=3, help="recipe search: fine-tuning epochs per run")
+    parser.add_argument("--no-per-layer", action="store_true", help="recipe search: one sparsity, bits per kind")
+    parser.add_argument("--baseline", type=Path, default=None, help="recipe search: LeNet-5 checkpoint to compress")
     parser.add_argument("--nas-trials", type=int, default=1000)
     parser.add_argument("--nas-minutes", type=float, default=30.0)
     parser.add_argument("--nas-epochs", type=int, default=3)

@@ -77,28 +77,41 @@ def _phase(args, url: str, workers: int, queue: list[dict], baseline: Path, prog
         _, err = p.communicate()
         if p.returncode != 0:
             raise RuntimeError(f"worker failed: {err.strip().splitlines()[-1] if err.strip() else p.returncode}")
+    return summarise(study, workers)
+
+
+def summarise(study, workers: int) -> dict:
+    """Finished trials per hour of a phase's study (first start to last end), and what went wrong: trials left
+    running, failed, or the same parameters measured twice."""
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     hours = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds() / 3600
     measured = [json.dumps(t.params, sort_keys=True) for t in done if "candidate" in t.user_attrs]
     return {
-        "workers": workers, "study": name, "finished": len(done), "hours": hours, "trials_per_hour": len(done) / hours,
-        "left_running": sum(t.state == TrialState.RUNNING for t in trials),
+        "workers": workers, "study": study.study_name, "finished": len(done), "hours": hours,
+        "trials_per_hour": len(done) / hours, "left_running": sum(t.state == TrialState.RUNNING for t in trials),
         "failed": sum(t.state == TrialState.FAIL for t in trials),
         "measured_twice": len(measured) - len(set(measured)),
         "worker_pids": sorted({t.user_attrs["worker"]["pid"] for t in done}),
     }  # fmt: skip
 
 
-def run_distributed(args, progress: Progress) -> list[dict]:
-    url = _postgres(args)
+def _phases(args, url: str, progress: Progress) -> tuple[dict, dict]:
+    if args.dist_studies:  # the phases ran already (this process was stopped before writing): read their studies
+        one, two = (summarise(optuna.load_study(study_name=n, storage=url), w)
+                    for w, n in zip((1, 2), args.dist_studies.split(","), strict=True))  # fmt: skip
+        return one, two
     base_out = args.runs_dir / "distributed-baseline"
     edgeshrink.search(task="mnist-lenet5", data_dir=args.data_dir / "mnist", device="cortex-m7", trials=0,
                       out=base_out, reference=None, stages=STAGES.split(","), progress=progress.enabled)  # fmt: skip
     baseline = base_out / "baseline.pt"
     queue = _queue(baseline, args.dist_queue, args.dist_epochs, args.seed)
-    one = _phase(args, url, 1, queue, baseline, progress)
-    two = _phase(args, url, 2, queue, baseline, progress)
+    return _phase(args, url, 1, queue, baseline, progress), _phase(args, url, 2, queue, baseline, progress)
+
+
+def run_distributed(args, progress: Progress) -> list[dict]:
+    url = _postgres(args)
+    one, two = _phases(args, url, progress)
     ratio = two["trials_per_hour"] / one["trials_per_hour"]
     progress.line(f"[distributed] {one['trials_per_hour']:.1f} -> {two['trials_per_hour']:.1f} trials/h ({ratio:.2f}x)")
     return [{"part": "distributed", "storage": "PostgreSQL (this machine)", "minutes_per_phase": args.dist_minutes,
@@ -109,4 +122,5 @@ def add_options(parser) -> None:
     parser.add_argument("--postgres", default=None, help="PostgreSQL URL (default: start this machine's)")
     parser.add_argument("--dist-minutes", type=float, default=8.0, help="minutes each phase's workers run")
     parser.add_argument("--dist-epochs", type=int, default=1, help="fine-tuning epochs per run in these trials")
+    parser.add_argument("--dist-studies", default=None, help="ONE,TWO: summarise these finished phase studies")
     parser.add_argument("--dist-queue", type=int, default=200, help="candidates queued for both phases")

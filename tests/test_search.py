@@ -4,6 +4,7 @@ worker with another space is refused, a study survives a worker killed mid-trial
 through the Python API."""
 
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from optuna.trial import TrialState
 import edgeshrink
 from edgeshrink.autosearch.storage import open_storage
 from edgeshrink.errors import ConfigError
-from edgeshrink.io import load
+from edgeshrink.io import load, save_checkpoint
 from edgeshrink.tasks.registry import load_task
 
 DIGITS = {"task": "digits-cnn", "device": "cortex-m4", "max_epochs": 1, "holdout": 300, "progress": False}
@@ -113,6 +114,14 @@ def test_a_worker_with_another_space_or_device_is_refused(searched):
         )
     with pytest.raises(ConfigError, match="this study searches with stages"):
         edgeshrink.search(**DIGITS, trials=4, out=out, reference=None, stages=["prune"])
+    other = load(out / "baseline.pt")  # another baseline: a worker must compress the study's model
+    with torch.no_grad():
+        other.model.fc2.bias.add_(0.01)
+    save_checkpoint(out / "other.pt", other)
+    with pytest.raises(ConfigError, match="this study searches with baseline"):
+        edgeshrink.search(
+            **DIGITS, trials=4, out=out, reference=None, stages=["prune", "share"], weights=out / "other.pt"
+        )
 
 
 def test_the_command_line_reports_a_finished_study_without_new_trials(searched):
@@ -181,8 +190,11 @@ def test_two_workers_share_one_postgresql_study(tmp_path):
     assert len(done) >= 6 and not study.get_trials(states=(TrialState.RUNNING, TrialState.FAIL))
     pids = {t.user_attrs["worker"]["pid"] for t in done}
     assert len(pids) == 2  # trials from both workers
-    measured = [json.dumps(t.params, sort_keys=True) for t in done if "candidate" in t.user_attrs]
-    assert len(set(measured)) == len(measured)  # no candidate measured twice: a repeat reuses the first's figures
+    measured = [t for t in done if "candidate" in t.user_attrs]
+    for a, b in itertools.combinations(measured, 2):  # a point measured twice only if sampled at the same moment
+        overlap = a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+        assert a.params != b.params or overlap
+    assert len({t.user_attrs["candidate"]["folder"] for t in measured}) == len(measured)  # no trial run twice
     repeats = [t for t in done if "same_as" in t.user_attrs]
     assert all(study.trials[t.user_attrs["same_as"]].params == t.params for t in repeats)
     assert list((tmp_path / "front").glob("trial-*.toml"))
@@ -201,3 +213,64 @@ def test_a_users_own_model_and_loaders_search_through_the_python_api(tmp_path, t
     assert isinstance(trained, SmallNet) and not any(
         torch.nn.utils.parametrize.is_parametrized(m) for m in trained.modules()
     )
+
+
+TINY_MCU = """
+name = "tiny-mcu"
+description = "a made-up microcontroller too small for any DS-CNN"
+kind = "mcu"
+flash_bytes = 2048
+ram_bytes = 1024
+sram_bytes = 1024
+fp32_macs_per_s = 1e6
+int8_macs_per_s = 4e6
+memory_bandwidth_bytes_per_s = 1e7
+op_overhead_s = 1e-5
+[sources]
+flash_bytes = "test"
+ram_bytes = "test"
+sram_bytes = "test"
+fp32_macs_per_s = "test"
+int8_macs_per_s = "test"
+memory_bandwidth_bytes_per_s = "test"
+op_overhead_s = "test"
+"""
+
+
+def test_an_architecture_search_trains_candidates_of_the_family_and_saves_each(tmp_path):
+    result = edgeshrink.search(**{**DIGITS, "device": "cortex-m7"}, family="ds-cnn", trials=2, out=tmp_path,
+                               objectives=["accuracy", "latency"])  # fmt: skip
+    assert result.spec.mode == "architecture" and result.reference is None
+    for c in result.candidates:
+        assert c.arch["model"] == "ds-cnn" and c.deployable["format"] == "tflm"
+        loaded = edgeshrink.load(Path(c.folder) / "model.pt")  # the trained candidate, rebuilt from its arch
+        kwargs = {k: v for k, v in c.arch["model_kwargs"].items() if k != "num_classes"}
+        expected = edgeshrink.create_model("ds-cnn", input_shape=(1, 8, 8), num_classes=10, **kwargs)
+        assert [p.shape for p in loaded.model.parameters()] == [p.shape for p in expected.parameters()]
+    assert all(Path(p).suffix == ".json" for p in result.files.values())
+
+
+def test_architectures_that_cannot_fit_are_pruned_before_training(tmp_path, monkeypatch):
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "devices" / "tiny-mcu.toml").write_text(TINY_MCU)
+    monkeypatch.setenv("EDGESHRINK_DEVICES", str(tmp_path / "devices"))
+    result = edgeshrink.search(**{**DIGITS, "device": "tiny-mcu"}, family="ds-cnn", trials=3, out=tmp_path / "s")
+    study = optuna.load_study(
+        study_name="edgeshrink", storage=open_storage(f"journal:{tmp_path / 's' / 'study.journal'}")
+    )
+    assert not result.candidates and not result.front and (tmp_path / "s" / "report.html").is_file()
+    for t in study.trials:
+        assert t.state == TrialState.PRUNED and "exceed" in t.user_attrs["infeasible"]
+        assert not (tmp_path / "s" / "trials" / f"{t.number:04d}").exists()  # nothing was trained or written
+
+
+def test_accuracy_alone_is_a_single_objective_search_with_successive_halving(tmp_path):
+    result = edgeshrink.search(**DIGITS, stages=["prune"], objectives=["accuracy"], trials=4, out=tmp_path,
+                               reference=None)  # fmt: skip
+    study = optuna.load_study(study_name="edgeshrink", storage=open_storage(f"journal:{tmp_path / 'study.journal'}"))
+    assert len(study.directions) == 1
+    reported = [t for t in study.trials if t.intermediate_values]
+    assert reported  # every fine-tuning epoch reported its validation accuracy, for the pruner to judge
+    assert all(max(t.intermediate_values) >= 1 for t in reported)
+    best = max(result.candidates, key=lambda c: c.val_accuracy)
+    assert result.front == [best]  # one objective: the front is the best feasible candidate

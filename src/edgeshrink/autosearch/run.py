@@ -17,7 +17,7 @@ from edgeshrink.autosearch.front import candidates, dominating, pareto, write_fr
 from edgeshrink.autosearch.report import write_outputs
 from edgeshrink.autosearch.setup import task_baseline, task_data, user_baseline, user_data
 from edgeshrink.autosearch.space import check_stages, default_stages
-from edgeshrink.autosearch.spec import SAMPLERS, SearchSpec
+from edgeshrink.autosearch.spec import SAMPLERS, SearchSpec, fingerprint
 from edgeshrink.autosearch.storage import default_storage, describe, open_storage
 from edgeshrink.autosearch.study import finished, open_study, run_worker
 from edgeshrink.devices.catalogue import get_device
@@ -72,7 +72,7 @@ def _comparison(front: list[Candidate], reference: Candidate | None, name: str |
     ]
 
 
-def _reproduce(front: list[Candidate], task: str | None, data_dir: Path | None, spec: SearchSpec, out: Path,
+def _reproduce(front: list[Candidate], task: str | None, data_dir: str | Path | None, spec: SearchSpec, out: Path,
                weights: str | None) -> dict:  # fmt: skip
     """The command that rebuilds each front point from its file alone."""
     commands = {}
@@ -93,7 +93,13 @@ def _reproduce(front: list[Candidate], task: str | None, data_dir: Path | None, 
 
 
 def _collect(
-    study: Any, spec: SearchSpec, out: Path, task: str | None, data_dir: Path | None, url: str, weights: str | None
+    study: Any,
+    spec: SearchSpec,
+    out: Path,
+    task: str | None,
+    data_dir: str | Path | None,
+    url: str,
+    weights: str | None,
 ) -> SearchResult:
     from optuna.trial import TrialState
 
@@ -148,37 +154,35 @@ def search(
     for the most accurate models that fit `device`, with Optuna; returns the front and writes it to `out`.
 
     Give a built-in `task` (its data from `data_dir`, `holdout` training examples held out to choose on: by default
-    a fifth of the training split, at most 5,000), or your
-    `model` with `train_loader` and `val_loader` (and `test_loader` to report on). `storage` (default: a journal
-    file in `out`; sqlite:///, postgresql://) holds the study `study`: the same call on several processes or
-    machines joins it, and it stops when the study has `trials` finished trials. `reference`: a built-in recipe
-    run once per study and marked on the report (None: none)."""
-    out, bar = Path(out), Progress(progress)
-    dev = get_device(device)
+    a fifth of the training split, at most 5,000), or your `model` with `train_loader` and `val_loader` (and
+    `test_loader` to report on). `storage` (default: a journal file in `out`; sqlite:///, postgresql://) holds the
+    study `study`: the same call on several processes or machines joins it, and it stops when the study has
+    `trials` finished trials. `reference`: a built-in recipe run once per study and marked on the report."""
+    if sampler not in SAMPLERS:  # bad settings fail before any training
+        raise ConfigError(f"unknown sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
+    out, bar, dev = Path(out), Progress(progress), get_device(device)
+    template = () if family else check_stages(stages or default_stages(dev))
     url = storage or default_storage(out)
-    backend = open_storage(url)  # a bad storage fails before any training
+    backend = open_storage(url)
     data, base, model_name, task_obj = _inputs(model, task, data_dir, weights, train_loader, val_loader, test_loader,
                                                arch, holdout, seed, family, out, bar)  # fmt: skip
-    template = () if family else check_stages(stages or default_stages(dev))
     spec = SearchSpec(
         device=dev.name, objectives=tuple(objectives), stages=template, family=family,
         latency_budget_ms=latency_budget_ms, max_accuracy_drop=max_accuracy_drop, max_epochs=max_epochs,
         per_layer=per_layer, model=model_name, holdout=data.holdout, seed=seed,
+        baseline=None if base is None else fingerprint(base.model),
     )  # fmt: skip
     evaluator = Evaluator(spec, dev, data, base, threads=threads, train_config=getattr(task_obj, "train", None))
     the_study = _open(study, url, backend, spec, sampler, trials, bar)
-    if reference and not family and "reference" not in the_study.user_attrs:
+    if reference and not family and "reference" not in the_study.user_attrs:  # once per study
         the_study.set_user_attr("reference", reference_candidate(evaluator, reference, out, bar))
     build = architecture_builder(evaluator, family) if family else recipe_builder(evaluator, base)
     run_worker(the_study, spec, build, out, trials, timeout, bar)
-    where = None if data_dir is None else Path(data_dir)
-    result = _collect(the_study, spec, out, task, where, url, None if base is None else base.path)
+    result = _collect(the_study, spec, out, task, data_dir, url, None if base is None else base.path)
     return result.with_paths(write_outputs(result, out))
 
 
 def _open(name: str, url: str, backend: Any, spec: SearchSpec, sampler: str, trials: int, bar: Progress) -> Any:
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
     bar.line(f"[search] study {name!r} on {describe(url)}: {spec.mode} search for {spec.device}, {trials} trials")
     return open_study(name, backend, spec, sampler, trials)
 

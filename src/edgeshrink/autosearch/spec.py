@@ -27,6 +27,7 @@ class SearchSpec:
     model: str = "user model"  # what is compressed: a task's zoo model, or the user's
     holdout: int | None = None  # training examples held out as the validation split (tasks)
     seed: int = 0
+    baseline: str | None = None  # fingerprint of the baseline's weights: every worker compresses the same model
 
     def __post_init__(self) -> None:
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
@@ -62,10 +63,21 @@ class SearchSpec:
         """ConfigError when the study was started with another space, device, objectives or baseline."""
         mine = self.to_dict()
         theirs = SearchSpec.from_dict(stored).to_dict()
-        differ = [k for k in mine if mine[k] != theirs[k]]
+        differ = [k for k in mine if k in stored and mine[k] != theirs[k]]  # a setting the study predates: no say
         if differ:
             k = differ[0]
             raise ConfigError(
                 f"this study searches with {k} = {theirs[k]!r}, not {mine[k]!r}: start the worker with the study's "
                 "settings, or name a new study with --study"
             )
+
+
+def fingerprint(model) -> str:
+    """The first 16 hex digits of the SHA-256 of a model's state dict (names, shapes and values)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]

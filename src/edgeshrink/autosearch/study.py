@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,13 @@ from edgeshrink.train import Progress
 Build = Callable[[Any], Callable[[Path, Callable[[dict], None] | None], Candidate]]  # trial -> measure(folder, ...)
 
 
-def make_sampler(name: str, spec: SearchSpec, trials: int) -> Any:
+def make_sampler(name: str, spec: SearchSpec, trials: int, study: str = "") -> Any:
     """TPE (multivariate, grouped for conditional spaces, constant liar for parallel workers), NSGA-II or random;
-    seeded from the spec's seed and this process, so parallel workers draw different candidates. The device's
-    constraints reach them through each trial's `set_constraint`."""
+    seeded from the spec's seed, the study and this process, so parallel workers (and two studies searched by one
+    process) draw different candidates. The device's constraints reach them through each trial's
+    `set_constraint`."""
     optuna = require_optuna()
-    seed = (spec.seed * 1_000_003 + os.getpid()) % 2**31
+    seed = (spec.seed * 1_000_003 + zlib.crc32(study.encode()) + os.getpid()) % 2**31
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=max(4, min(50, trials // 3)), seed=seed)
     if name == "random":
@@ -48,7 +50,7 @@ def open_study(name: str, storage: Any, spec: SearchSpec, sampler: str, trials: 
     single = len(spec.objectives) == 1
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1) if single else optuna.pruners.NopPruner()
     study = optuna.create_study(
-        study_name=name, storage=storage, sampler=make_sampler(sampler, spec, trials), pruner=pruner,
+        study_name=name, storage=storage, sampler=make_sampler(sampler, spec, trials, name), pruner=pruner,
         directions=spec.directions, load_if_exists=True,
     )  # fmt: skip
     stored = study.user_attrs.get("spec")
@@ -83,15 +85,29 @@ class _Epochs:
             raise optuna.TrialPruned(f"stopped after {self.step} epochs at {record['val_accuracy']:.2f}%")
 
 
+TWIN_WAIT_S = 1800.0  # the longest a trial waits for an earlier running trial with its parameters
+
+
 def measured_twin(trial: Any) -> Candidate | None:
-    """A complete trial of the study with exactly these parameters: its candidate is this one, already measured
-    (samplers propose a point again, above all in small discrete corners of a space)."""
+    """A trial of the study with exactly these parameters, already measured: its candidate is this one (samplers
+    propose a point again, above all in small discrete corners of a space). An earlier-numbered twin still running
+    on another worker is waited for (its worker may die: then this trial measures). Two workers that sample the
+    same point at the same moment, before either sees the other, both measure it."""
     from optuna.trial import TrialState
 
-    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if other.params == trial.params and "candidate" in other.user_attrs:
-            return Candidate.from_dict(other.user_attrs["candidate"])
-    return None
+    waited_since = time.monotonic()
+    while True:
+        running = False
+        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if other.number == trial.number or other.params != trial.params:
+                continue
+            if other.state == TrialState.COMPLETE and "candidate" in other.user_attrs:
+                return Candidate.from_dict(other.user_attrs["candidate"])
+            running = running or (other.state == TrialState.RUNNING and other.number < trial.number)
+        if not running or time.monotonic() - waited_since > TWIN_WAIT_S:
+            return None
+        time.sleep(0.5)
+        reap_dead_workers(trial.study)
 
 
 def _candidate(trial: Any, spec: SearchSpec, build: Build, out: Path) -> Candidate:

@@ -43,15 +43,16 @@ class ConvBNReLU(nn.Sequential):
 
 
 class Resize(nn.Module):
-    """Bilinear resize of the input to `size` x `size` (identity for None or an input of that size): the
-    resolution knob of an architecture search; the network then reads fewer pixels, and every runtime has
-    the op."""
+    """Bilinear resize of the input to `size` x `size` (identity for None): the resolution knob of an
+    architecture search; the network then reads fewer pixels, and every runtime has the op. No test of the
+    input's shape: torch.fx, which quantization traces with, cannot branch on it (a resize to the input's own
+    size copies it exactly)."""
 
     def __init__(self, size: int | None = None) -> None:
         super().__init__()
         self.size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.size is None or tuple(x.shape[-2:]) == (self.size, self.size):
+        if self.size is None:
             return x
         return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
