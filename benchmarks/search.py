@@ -157,7 +157,9 @@ def markdown(entries: list[dict]) -> str:
     for e in entries:
         if e["part"] == "recipe":
             ref = e["reference"]
-            lines += [f"\n### LeNet-5 for {e['device']}: {e['trials']} trials in {e['search_minutes']:.1f} min",
+            spaces = "per-layer" if e["per_layer"] else "global"
+            lines += [f"\n### LeNet-5 for {e['device']}, {spaces} spaces: {e['trials']} trials in "
+                      f"{e['search_minutes']:.1f} min",
                       "| point | val | test (PyTorch) | test (TFLM) | TFLM file | RAM (arena) | est. latency |",
                       "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
             for p in [*e["front"], {**ref, "trial": "deep-compression"}]:
