@@ -166,7 +166,7 @@ def markdown(entries: list[dict]) -> str:
                 lines.append(f"| {p['trial']} | {p['val_accuracy']:.2f}% | {p['test_accuracy']:.2f}% | "
                              f"{p['tflm_test_accuracy']:.2f}% | {p['bytes']:,} B | {p['ram_bytes']:,} B | "
                              f"{p['latency_ms_estimated']:.2f} ms |")  # fmt: skip
-            lines.append(f"dominates deep-compression: {e['dominates']} (trials {e['dominating']})")
+            lines.append(f"\ndominates deep-compression: {e['dominates']} (trials {e['dominating']})")
         elif e["part"] == "lottery":
             lines += [f"\n### Lottery tickets, LeNet-300-100 ({e['iterations_per_run']:,} iterations per run)",
                       lottery.markdown(e)]  # fmt: skip
