@@ -82,7 +82,7 @@ def run_recipe(args, progress: Progress) -> list[dict]:
             task="mnist-lenet5", data_dir=data_dir, weights=weights, device=device, trials=args.trials,
             timeout=args.minutes * 60, max_epochs=args.max_epochs, reference="deep-compression", out=out,
             study=f"lenet5-{device}", seed=args.seed, threads=args.threads, progress=progress.enabled,
-            per_layer=not args.no_per_layer,
+            per_layer=args.per_layer,
         )  # fmt: skip
         weights = out / "baseline.pt" if weights is None else weights
         ref = _point(result.reference, data)
@@ -92,7 +92,7 @@ def run_recipe(args, progress: Progress) -> list[dict]:
         ]
         on_val = [p["trial"] for p in front if p["bytes"] < ref["bytes"] and p["val_accuracy"] >= ref["val_accuracy"]]
         entries.append({
-            "part": "recipe", "device": device, "per_layer": not args.no_per_layer,
+            "part": "recipe", "device": device, "per_layer": args.per_layer,
             "search_minutes": _search_minutes(result),
             "trials": result.summary["finished"], "candidates": len(result.candidates),
             "feasible": result.summary["feasible"], "reference": ref, "front": front,
@@ -197,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0, help="recipe search minutes per device")
     parser.add_argument("--trials", type=int, default=1000, help="recipe search: at most this many trials")
     parser.add_argument("--max-epochs", type=int, default=3, help="recipe search: fine-tuning epochs per run")
-    parser.add_argument("--no-per-layer", action="store_true", help="recipe search: one sparsity, bits per kind")
+    parser.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="recipe search: sparsity and bits per layer (default: one sparsity, bits per kind)",
+    )
     parser.add_argument("--baseline", type=Path, default=None, help="recipe search: LeNet-5 checkpoint to compress")
     parser.add_argument("--nas-trials", type=int, default=1000)
     parser.add_argument("--nas-minutes", type=float, default=30.0)
