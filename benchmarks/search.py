@@ -44,6 +44,23 @@ def _search_minutes(result) -> float:
     return (max(e for _, e in times) - min(s for s, _ in times)).total_seconds() / 60 if times else 0.0
 
 
+def _nas_outcomes(result) -> dict:
+    """What became of the trials: measured, repeats of a measured point (`same_as`), refused (not deployable), and
+    per input resolution how many were refused of how many tried."""
+    import optuna
+
+    study = optuna.load_study(study_name=result.summary["study"], storage=_storage(result.out))
+    kinds = {"measured": "candidate", "repeats": "same_as", "refused": "error"}
+    counts = {k: sum(attr in t.user_attrs for t in study.trials) for k, attr in kinds.items()}
+    by_resolution: dict[int, list[int]] = {}
+    for t in study.trials:
+        if "resolution" in t.params and ("error" in t.user_attrs or "candidate" in t.user_attrs):
+            tally = by_resolution.setdefault(t.params["resolution"], [0, 0])
+            tally[0] += "error" in t.user_attrs
+            tally[1] += 1
+    return {**counts, "refused_of_tried_by_resolution": dict(sorted(by_resolution.items()))}
+
+
 def _storage(out: Path):
     from edgeshrink.autosearch.storage import default_storage, open_storage
 
@@ -149,7 +166,7 @@ def run_nas(args, progress: Progress) -> list[dict]:
     rows = [{"name": k, **_point(c), "ort_fp32_batch1_ms": latency[k]} for k, c in points.items()]
     return [{"part": "nas", "device": "cortex-m7", "family": "ds-cnn", "search_minutes": _search_minutes(result),
              "trials": result.summary["finished"], "candidates": len(result.candidates), "rows": rows,
-             "zoo_refused": refused, "out": str(out)}]  # fmt: skip
+             "outcomes": _nas_outcomes(result), "zoo_refused": refused, "out": str(out)}]  # fmt: skip
 
 
 def markdown(entries: list[dict]) -> str:
@@ -183,6 +200,7 @@ def markdown(entries: list[dict]) -> str:
             for r in e["rows"]:
                 lines.append(f"| {r['name']} | {r['test_accuracy']:.2f}% | {r['macs']:,} | {r['bytes']:,} B | "
                              f"{r['latency_ms_estimated']:.2f} ms | {r['ort_fp32_batch1_ms']:.3f} ms |")  # fmt: skip
+            lines.append(f"\ntrials: {json.dumps(e['outcomes'])}; zoo refused: {json.dumps(e['zoo_refused'])}")
         else:
             lines.append(f"\n{e['part']}: " + json.dumps({k: v for k, v in e.items() if k != "rows"})[:2000])
     return "\n".join(lines)

@@ -4,6 +4,7 @@ searches the same space for the same device, and is refused when it would not.""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 
 from edgeshrink.errors import ConfigError
@@ -74,8 +75,6 @@ class SearchSpec:
 
 def fingerprint(model) -> str:
     """The first 16 hex digits of the SHA-256 of a model's state dict (names, shapes and values)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(f"{name}{tuple(tensor.shape)}".encode())
