@@ -88,34 +88,31 @@ def baseline(
     epochs: int | None = None,
     train_subset: int | None = None,
     validate: bool = True,
+    val_split=None,
+    tag: str = "",
 ):
     """The trained baseline from the cache, or trained now with the task's own setup (and cached).
     Returns (model, seconds spent training, whether it came from the cache).
 
     `epochs` and `train_subset` override the task's (and then name the cache file); `validate=False`
-    skips the per-epoch test-set accuracy (slow for large models).
+    skips the per-epoch accuracy (slow for large models), measured on `val_split` when given (a split held
+    out of `data`'s training set, whose `tag` then names the cache file), else on the test split.
     """
     task = load_task(task_name)
     if epochs is not None:
         task = dataclasses.replace(task, train=task.train.model_copy(update={"epochs": epochs}))
     if train_subset is not None:
         task = dataclasses.replace(task, train_subset=train_subset)
-    tag = "".join(f"-{k}{v}" for k, v in (("e", epochs), ("n", train_subset)) if v is not None)
+    tag += "".join(f"-{k}{v}" for k, v in (("e", epochs), ("n", train_subset)) if v is not None)
     path = cache_dir / f"{task_name}-seed{seed}{tag}.pt"
     if path.is_file():
         return load(path, task.build_model()).model, 0.0, True
     started = time.perf_counter()
     seed_everything(seed)
     model = task.build_model()
-    fit(
-        model,
-        task.train_loader(data, seed),
-        task.train,
-        data.test.loader(1000) if validate else None,
-        stage=f"{task_name} baseline",
-        progress=progress,
-    )
+    monitor = (val_split or data.test).loader(1000) if validate else None
+    fit(model, task.train_loader(data, seed), task.train, monitor, stage=f"{task_name} baseline", progress=progress)
     seconds = time.perf_counter() - started
-    accuracy = evaluate(model, data.test.loader(1000)) if validate else None
+    accuracy = evaluate(model, monitor) if monitor is not None else None
     save_checkpoint(path, Artifact(model, Arch.parse(task.arch)), accuracy)
     return model, seconds, False

@@ -180,3 +180,51 @@ def test_back_off_bisects_to_the_highest_tried_sparsity_within_the_budget():
     assert all(
         r["kept"] == r["weights"] for r in apply_stage(Artifact(copy.deepcopy(model)), none, ctx).records[-1].layers
     )
+
+
+def _alone(model, name, sparsity, val_loader):
+    """Accuracy with only layer `name` magnitude-pruned to `sparsity` (the oracle: plain torch, no masks)."""
+    trial = copy.deepcopy(model)
+    weight = getattr(trial, name).weight
+    keep = max(1, round(weight.numel() * (1 - sparsity)))
+    threshold = weight.detach().abs().reshape(-1).sort(descending=True).values[keep - 1]
+    with torch.no_grad():
+        weight.mul_((weight.abs() >= threshold).float())
+    return evaluate(trial, val_loader)
+
+
+def test_sensitivity_scheme_gives_each_layer_the_highest_sparsity_within_its_drop():
+    torch.manual_seed(0)
+    model = SmallNet()
+    train_loader, val_loader = loaders()
+    fit(model, train_loader, TrainConfig(epochs=3, lr=1e-2), None)
+    reference = evaluate(model, val_loader)
+    drop, cap = 2.0, 0.995
+    cfg = parse_stage(
+        {
+            "type": "prune",
+            "method": "sparsity",
+            "scheme": "sensitivity",
+            "sparsity": cap,
+            "sensitivity_drop": drop,
+            "finetune": {"epochs": 0},
+        }
+    )
+    dense = copy.deepcopy(model)
+    ctx = StageContext(finetune=None, evaluate=lambda m: evaluate(m, val_loader))
+    record = apply_stage(Artifact(model), cfg, ctx).records[-1]
+    chosen = {row["layer"]: row["setting"] for row in record.layers}
+    assert len(set(chosen.values())) > 1  # the layers' sensitivities differ, so do their sparsities
+    for name, sparsity in chosen.items():
+        assert _alone(dense, name, sparsity, val_loader) >= reference - drop
+        if sparsity < cap:  # the bisection's last step more (cap / 2^10) costs more than the drop
+            assert _alone(dense, name, sparsity + cap / 2**10, val_loader) < reference - drop
+        kept = int(get_mask(getattr(model, name)).sum())
+        assert kept == max(1, round(getattr(model, name).weight.numel() * (1 - sparsity)))
+    assert "sensitivity analysis" in record.notes[0]
+
+
+def test_sensitivity_scheme_without_validation_data_is_a_clear_error():
+    cfg = parse_stage({"type": "prune", "method": "sparsity", "scheme": "sensitivity", "finetune": {"epochs": 0}})
+    with pytest.raises(ConfigError, match="validation data"):
+        apply_stage(Artifact(SmallNet()), cfg, context(train=False))

@@ -131,3 +131,33 @@ def test_shared_weights_gradients_are_indexings_and_repeat_bit_for_bit():
     assert all(torch.equal(grads[0], x) for x in grads[1:])
     expected = torch.zeros(17).index_add_(0, (assignment + 1).reshape(-1), g.reshape(-1))[1:]
     torch.testing.assert_close(grads[0], expected, rtol=1e-5, atol=1e-4)
+
+
+def test_shared_biases_keep_at_most_two_to_the_bias_bits_values_through_the_container(tmp_path):
+    """bias_bits: each bias holds at most 2^bits values after centroid fine-tuning, its values are the k-means
+    centroids of the float bias before fine-tuning moved them, and the container stores them as a codebook
+    that decodes to the same model."""
+    torch.manual_seed(0)
+    model = SmallNet()
+    float_bias = model.fc1.bias.detach().double().numpy().copy()
+    shared = copy.deepcopy(model)
+    run(shared, {"type": "share", "bits": 3, "bias_bits": 2, "finetune": {"epochs": 0}}, train=False)
+    centroids, labels = kmeans_1d(float_bias, 4)
+    assert np.allclose(shared.fc1.bias.detach().double().numpy(), centroids[labels], atol=1e-6)
+    run(model, {"type": "share", "bits": 3, "bias_bits": 2, "finetune": {"epochs": 1, "lr": 1e-2}})
+    for layer in (model.fc1, model.fc2, model.conv):
+        assert torch.unique(layer.bias.detach()).numel() <= 4
+    assert not torch.allclose(model.fc1.bias.detach().double(), shared.fc1.bias.detach().double())  # fine-tuned
+    train_loader, val_loader = loaders()
+    result = edgeshrink.compress(
+        SmallNet(),
+        {"name": "b", "stages": [{"type": "share", "bits": 3, "bias_bits": 2, "finetune": {"epochs": 0}}]},
+        out=tmp_path,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        progress=False,
+    )
+    decoded = edgeshrink.load(result.path, SmallNet()).model
+    assert torch.unique(decoded.fc1.bias).numel() <= 4
+    encodings = {r["tensor"]: r for r in result.report["entropy"]["streams"] if r["tensor"].endswith(".bias")}
+    assert "fc1.bias" in encodings  # a Huffman-coded codebook stream, not raw float bytes

@@ -35,6 +35,7 @@ from edgeshrink.artifact import Artifact, StageRecord
 from edgeshrink.errors import ConfigError
 from edgeshrink.scope import Scope, per_layer, select_layers
 from edgeshrink.stages.base import SpaceContext, StageConfig, StageContext, Suggest, register_stage, suggest_finetune
+from edgeshrink.stages.prune_sensitivity import sensitivity_sparsities
 from edgeshrink.train import TrainConfig
 from edgeshrink.weights import attach_mask, get_mask, rewind_to
 
@@ -44,8 +45,14 @@ class PruneConfig(StageConfig):
     method: Literal["threshold", "sparsity"] = "threshold"
     quality: float = Field(1.0, gt=0, description="threshold method: prune |w| < quality x std(w)")
     sparsity: float = Field(0.9, ge=0, lt=1, description="sparsity method: fraction of weights removed")
-    scheme: Literal["layerwise", "global"] = "layerwise"
+    scheme: Literal["layerwise", "global", "sensitivity"] = "layerwise"
     per_layer: dict[str, float] = Field(default_factory=dict, description="selector -> quality or sparsity")
+    sensitivity_drop: float = Field(
+        1.0,
+        gt=0,
+        description="scheme sensitivity: points of validation accuracy pruning one layer alone, without "
+        "retraining, may cost; each layer's sparsity is the highest (up to its sparsity setting) within it",
+    )
     iterations: int = Field(1, ge=1)
     schedule: Literal["cubic", "linear", "constant", "geometric"] = "cubic"
     scope: Scope = Scope()
@@ -76,8 +83,8 @@ class PruneConfig(StageConfig):
                     )
         elif any(v <= 0 for v in self.per_layer.values()):
             raise ValueError("per_layer quality values must be > 0")
-        if self.method == "threshold" and self.scheme == "global":
-            raise ValueError("scheme 'global' applies to method 'sparsity' only")
+        if self.method == "threshold" and self.scheme in ("global", "sensitivity"):
+            raise ValueError(f"scheme {self.scheme!r} applies to method 'sparsity' only")
         if self.method == "threshold" and self.schedule == "geometric":
             raise ValueError("schedule 'geometric' applies to method 'sparsity' only")
         if isinstance(self.rewind, int) and self.rewind < 0:
@@ -209,6 +216,8 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
     amount = per_layer(model, layers, cfg.per_layer, default, "prune")
     std0 = {name: float(module.weight.detach().std()) for name, module in layers}
     notes: list[str] = []
+    if cfg.scheme == "sensitivity":
+        amount = sensitivity_sparsities(model, layers, amount, cfg.sensitivity_drop, ctx, notes)
     reference = ctx.start_accuracy  # set by apply_stage when the stage has a budget and validation data
     history: list[dict] = []
     for i in range(1, cfg.iterations + 1):

@@ -33,6 +33,13 @@ class ShareConfig(StageConfig):
     bits: int = Field(5, ge=1, le=15, description="codebook of at most 2^bits shared values per layer")
     per_layer: dict[str, int] = Field(default_factory=dict, description="selector -> bits")
     init: Init = "linear"
+    bias_bits: int | None = Field(
+        None,
+        ge=1,
+        le=15,
+        description="also share each selected layer's bias among at most 2^bias_bits values (None: biases stay "
+        "float); small nets' float biases are a visible share of a container compressed 100x",
+    )
     scope: Scope = Scope()
     finetune: TrainConfig = TrainConfig(epochs=2, lr=1e-4)
     max_accuracy_drop: float | None = Field(
@@ -113,6 +120,8 @@ def _cluster(model: nn.Module, layers, bits: dict[str, int], cfg: ShareConfig, s
                 on_grid.append(name)
             else:
                 attach_codebook(module, "weight", torch.from_numpy(centroids).float(), assignment)
+                if cfg.bias_bits is not None and isinstance(module.bias, torch.Tensor):
+                    _share_bias(module, cfg.bias_bits, cfg.init, seed)
             shared = module.weight.detach()[keep].double().numpy()
             rows.append(
                 {
@@ -125,6 +134,15 @@ def _cluster(model: nn.Module, layers, bits: dict[str, int], cfg: ShareConfig, s
             )
     model.train(was_training)
     return rows, on_grid
+
+
+def _share_bias(module: nn.Module, bits: int, init: Init, seed: int) -> None:
+    """The layer's bias as at most 2^bits shared values, fine-tuned like the weights' centroids. Quantized
+    layers are never here: their exports compute biases in int32 from the weight and input scales."""
+    values = module.bias.detach().double().numpy()
+    centroids, labels = kmeans_1d(values, 2**bits, init, seed)
+    assignment = torch.from_numpy(labels.astype(np.int64)).reshape(module.bias.shape)
+    attach_codebook(module, "bias", torch.from_numpy(centroids).float(), assignment)
 
 
 def _within_budget(cfg: ShareConfig, reference: float | None, accuracy: float | None) -> bool:
