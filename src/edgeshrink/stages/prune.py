@@ -240,9 +240,8 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
             model, more = _back_off(before, bounds, cfg, amount, std0, ctx, reference, notes)
             history += more
             layers = select_layers(model, cfg.scope, "prune")
+            notes.append(f"sparsity reached: {100 * _sparsity(layers):.1f}% of the selected weights (planned more)")
             break
-    if notes:
-        notes.append(f"sparsity reached: {100 * _sparsity(layers):.1f}% of the selected weights (planned more)")
     rows = []
     for name, module in layers:
         mask = get_mask(module, "weight")
