@@ -161,3 +161,20 @@ def test_shared_biases_keep_at_most_two_to_the_bias_bits_values_through_the_cont
     assert torch.unique(decoded.fc1.bias).numel() <= 4
     encodings = {r["tensor"]: r for r in result.report["entropy"]["streams"] if r["tensor"].endswith(".bias")}
     assert "fc1.bias" in encodings  # a Huffman-coded codebook stream, not raw float bytes
+
+
+def test_sharing_a_copys_bias_leaves_the_original_intact():
+    """torch keeps parametrized properties on a class that deep copies share: sharing the bias of a pruned
+    copy must not give the original a `bias` property it cannot compute (the share stage's budget loop
+    clusters fresh copies of one model), and baking the copy still restores the plain class."""
+    torch.manual_seed(0)
+    model = SmallNet()
+    run(model, {"type": "prune", "method": "sparsity", "sparsity": 0.5, "finetune": {"epochs": 0}}, train=False)
+    before = model.fc1.bias.detach().clone()
+    for _ in range(2):
+        copy_ = copy.deepcopy(model)
+        run(copy_, {"type": "share", "bits": 2, "bias_bits": 1, "finetune": {"epochs": 0}}, train=False)
+        assert torch.unique(copy_.fc1.bias.detach()).numel() <= 2
+        assert torch.equal(model.fc1.bias.detach(), before)
+    edgeshrink.weights.bake_in_place(copy_)
+    assert type(copy_.fc1) is torch.nn.Linear

@@ -119,7 +119,21 @@ def attach_codebook(module: nn.Module, name: str, centroids: torch.Tensor, assig
         shared.centroids = nn.Parameter(centroids.detach().to(torch.float32).clone())
         shared.assignment = assignment.detach().to(torch.int64).clone()
         return
+    if parametrize.is_parametrized(module) and not parametrize.is_parametrized(module, name):
+        _own_class(module)
     parametrize.register_parametrization(module, name, SharedWeights(centroids, assignment), unsafe=True)
+
+
+def _own_class(module: nn.Module) -> None:
+    """Give a parametrized module a class of its own before another of its tensors is parametrized.
+
+    torch puts each parametrized tensor's property on the module's generated class, which `copy.deepcopy`
+    shares between a module and its copies: parametrizing the bias of a copy would add the property to the
+    original too, whose `bias` then fails (no such parametrization). The new class has the same base and
+    properties, so removing the parametrizations later still restores the plain module class."""
+    cls = type(module)
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, namespace)
 
 
 def mask_from_zeros(module: nn.Module, name: str = "weight") -> None:
