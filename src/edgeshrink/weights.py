@@ -105,7 +105,7 @@ def attach_mask(module: nn.Module, name: str, keep: torch.Tensor) -> torch.Tenso
             p.mask.copy_(keep.to(p.mask.dtype))
             break
     else:
-        parametrize.register_parametrization(module, name, Mask(keep))
+        _register(module, name, Mask(keep))
     shared = get_shared(module, name)
     if shared is not None:
         shared.assignment.masked_fill_(~keep, -1)
@@ -119,21 +119,30 @@ def attach_codebook(module: nn.Module, name: str, centroids: torch.Tensor, assig
         shared.centroids = nn.Parameter(centroids.detach().to(torch.float32).clone())
         shared.assignment = assignment.detach().to(torch.int64).clone()
         return
-    if parametrize.is_parametrized(module) and not parametrize.is_parametrized(module, name):
-        _own_class(module)
-    parametrize.register_parametrization(module, name, SharedWeights(centroids, assignment), unsafe=True)
+    _register(module, name, SharedWeights(centroids, assignment), unsafe=True)
 
 
-def _own_class(module: nn.Module) -> None:
-    """Give a parametrized module a class of its own before another of its tensors is parametrized.
+def _register(module: nn.Module, name: str, parametrization: nn.Module, unsafe: bool = False) -> None:
+    """`register_parametrization`, safe on deep copies.
 
     torch puts each parametrized tensor's property on the module's generated class, which `copy.deepcopy`
-    shares between a module and its copies: parametrizing the bias of a copy would add the property to the
-    original too, whose `bias` then fails (no such parametrization). The new class has the same base and
-    properties, so removing the parametrizations later still restores the plain module class."""
-    cls = type(module)
-    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
-    module.__class__ = type(cls.__name__, cls.__bases__, namespace)
+    shares between a module and its copies: parametrizing a second tensor (the bias) of a copy would add the
+    property to the original too, whose `bias` then fails (no such parametrization). So a module already
+    parametrized first gets a class of its own, with the same base and properties: removing the
+    parametrizations later still restores the plain module class."""
+    if parametrize.is_parametrized(module) and not parametrize.is_parametrized(module, name):
+        cls = type(module)
+        namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+        module.__class__ = type(cls.__name__, cls.__bases__, namespace)
+    parametrize.register_parametrization(module, name, parametrization, unsafe=unsafe)
+
+
+def top_magnitude_mask(magnitude: torch.Tensor, keep: int) -> torch.Tensor:
+    """True at the `keep` largest entries of `magnitude` (its shape), False elsewhere."""
+    mask = torch.zeros(magnitude.numel(), dtype=torch.bool)
+    if keep > 0:
+        mask[torch.topk(magnitude.reshape(-1), keep, sorted=False).indices] = True
+    return mask.reshape(magnitude.shape)
 
 
 def mask_from_zeros(module: nn.Module, name: str = "weight") -> None:

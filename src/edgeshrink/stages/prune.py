@@ -37,7 +37,7 @@ from edgeshrink.scope import Scope, per_layer, select_layers
 from edgeshrink.stages.base import SpaceContext, StageConfig, StageContext, Suggest, register_stage, suggest_finetune
 from edgeshrink.stages.prune_sensitivity import sensitivity_sparsities
 from edgeshrink.train import TrainConfig
-from edgeshrink.weights import attach_mask, get_mask, rewind_to
+from edgeshrink.weights import attach_mask, get_mask, rewind_to, top_magnitude_mask
 
 
 class PruneConfig(StageConfig):
@@ -132,13 +132,6 @@ def round_amount(amount: float, t: float, schedule: str) -> float:
     return amount * (1.0 - (1.0 - t) ** 3)
 
 
-def _keep_top(magnitude: torch.Tensor, keep: int) -> torch.Tensor:
-    mask = torch.zeros(magnitude.numel(), dtype=torch.bool)
-    if keep > 0:
-        mask[torch.topk(magnitude.reshape(-1), keep, sorted=False).indices] = True
-    return mask.reshape(magnitude.shape)
-
-
 def _round_masks(
     layers: list[tuple[str, nn.Module]], cfg: PruneConfig, amount: dict[str, float], t: float, std0: dict[str, float]
 ) -> dict[str, torch.Tensor]:
@@ -147,14 +140,14 @@ def _round_masks(
         return {name: w >= round_amount(amount[name], t, cfg.schedule) * std0[name] for name, w in weights.items()}
     if cfg.scheme == "global":
         flat = torch.cat([w.reshape(-1) for w in weights.values()])
-        keep_all = _keep_top(flat, round(flat.numel() * (1 - round_amount(cfg.sparsity, t, cfg.schedule))))
+        keep_all = top_magnitude_mask(flat, round(flat.numel() * (1 - round_amount(cfg.sparsity, t, cfg.schedule))))
         out, start = {}, 0
         for name, w in weights.items():
             out[name] = keep_all[start : start + w.numel()].reshape(w.shape)
             start += w.numel()
         return out
     return {
-        name: _keep_top(w, round(w.numel() * (1 - round_amount(amount[name], t, cfg.schedule))))
+        name: top_magnitude_mask(w, round(w.numel() * (1 - round_amount(amount[name], t, cfg.schedule))))
         for name, w in weights.items()
     }
 

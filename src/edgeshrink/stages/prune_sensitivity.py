@@ -17,23 +17,17 @@ from torch import nn
 
 from edgeshrink.errors import ConfigError
 from edgeshrink.stages.base import StageContext
-from edgeshrink.weights import attach_mask
+from edgeshrink.weights import attach_mask, top_magnitude_mask
 
 BISECTIONS = 10  # the sparsity found is within cap / 2^10 of the boundary
-
-
-def _magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
-    keep = max(1, round(weight.numel() * (1.0 - sparsity)))
-    mask = torch.zeros(weight.numel(), dtype=torch.bool)
-    mask[torch.topk(weight.detach().abs().reshape(-1), keep, sorted=False).indices] = True
-    return mask.reshape(weight.shape)
 
 
 def _accuracy_pruned(model: nn.Module, name: str, sparsity: float, ctx: StageContext) -> float:
     trial = copy.deepcopy(model)
     module = trial.get_submodule(name)
     with torch.no_grad():
-        attach_mask(module, "weight", _magnitude_mask(module.weight, sparsity))
+        keep = max(1, round(module.weight.numel() * (1.0 - sparsity)))
+        attach_mask(module, "weight", top_magnitude_mask(module.weight.abs(), keep))
     return ctx.accuracy(trial)  # type: ignore[return-value]
 
 
