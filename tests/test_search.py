@@ -161,6 +161,19 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial(tmp_path):
         time.sleep(0.2)
     killed = _running(storage, "edgeshrink")
     assert killed, victim.communicate()[1]
+    # Kill it mid-training, not mid-sampling: parameters are sampled in milliseconds, a trial trains for
+    # seconds, so parameters unchanged for a second mean the trial has all of them (a trial killed while
+    # sampling has only some, and its retry samples the rest).
+    seen, stable_since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        killed = _running(storage, "edgeshrink")
+        current = (killed[0].number, killed[0].params) if killed else None
+        if current != seen:
+            seen, stable_since = current, time.monotonic()
+        elif current and current[1] and time.monotonic() - stable_since >= 1.0:
+            break
+        time.sleep(0.1)
+    assert killed, "no trial was running a second after its parameters were sampled"
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     result = edgeshrink.search(**DIGITS, trials=3, out=tmp_path, reference=None, stages=["prune", "share"])
