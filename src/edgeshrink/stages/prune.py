@@ -35,6 +35,7 @@ from edgeshrink.artifact import Artifact, StageRecord
 from edgeshrink.errors import ConfigError
 from edgeshrink.scope import Scope, per_layer, select_layers
 from edgeshrink.stages.base import SpaceContext, StageConfig, StageContext, Suggest, register_stage, suggest_finetune
+from edgeshrink.stages.prune_dead import Readers, find_readers, respend, verified
 from edgeshrink.stages.prune_sensitivity import sensitivity_sparsities
 from edgeshrink.train import TrainConfig
 from edgeshrink.weights import attach_mask, get_mask, rewind_to, top_magnitude_mask
@@ -66,6 +67,11 @@ class PruneConfig(StageConfig):
     backoff_steps: int = Field(
         2, ge=0, description="with a budget: bisections between the last round within it and the one that was not"
     )
+    dead_units: Literal["keep", "respend"] = Field(
+        "keep",
+        description="respend: prune the weights into units no later layer reads any more (every reader's "
+        "weights on them pruned) and keep as many of the layer's next-largest weights instead",
+    )
     rewind: Literal["init"] | int | None = Field(
         None,
         description="lottery tickets: reset the kept weights before each round's training to compress's "
@@ -87,6 +93,8 @@ class PruneConfig(StageConfig):
             raise ValueError(f"scheme {self.scheme!r} applies to method 'sparsity' only")
         if self.method == "threshold" and self.schedule == "geometric":
             raise ValueError("schedule 'geometric' applies to method 'sparsity' only")
+        if self.dead_units == "respend" and self.method != "sparsity":
+            raise ValueError("dead_units 'respend' applies to method 'sparsity' only (it keeps each layer's count)")
         if isinstance(self.rewind, int) and self.rewind < 0:
             raise ValueError(f"rewind must be 'init' or a training step >= 0, got {self.rewind}")
         return self
@@ -152,13 +160,25 @@ def _round_masks(
     }
 
 
-def _prune_round(model, layers, cfg, amount, std0, i: int, ctx: StageContext, t: float | None = None) -> list[dict]:
-    """One round: masks for progress `t` of the schedule (default: round i's), the rewind of a lottery
-    ticket, then the round's training."""
+def _respend_dead(model: nn.Module, layers, masks: dict[str, torch.Tensor], readers: list[Readers]) -> None:
+    weights = {name: module.weight.detach() for name, module in layers}
+    others = {r for g in readers for r, _, _ in g.reads if r not in masks}
+    patterns = {name: model.get_submodule(name).weight.detach() != 0 for name in others}
+    respend(masks, weights, readers, patterns)
+
+
+def _prune_round(
+    model, layers, cfg, amount, std0, i: int, ctx: StageContext, t: float | None = None, readers=()
+) -> list[dict]:
+    """One round: masks for progress `t` of the schedule (default: round i's), weights into unread units
+    respent (`readers`, with dead_units = "respend"), the rewind of a lottery ticket, then the round's
+    training."""
     backoff = t is not None  # a bisection try: never the final round's longer training
     t = progress(i, cfg.iterations, cfg.schedule) if t is None else t
     with torch.no_grad():
         masks = _round_masks(layers, cfg, amount, t, std0)
+        if readers:
+            _respend_dead(model, layers, masks, list(readers))
         for name, module in layers:
             kept = attach_mask(module, "weight", masks[name])
             if not kept.any():
@@ -179,7 +199,7 @@ def _sparsity(layers: list[tuple[str, nn.Module]]) -> float:
     return 1.0 - sum(int(m.weight.detach().count_nonzero()) for _, m in layers) / max(total, 1)
 
 
-def _back_off(kept, bounds, cfg, amount, std0, ctx: StageContext, reference: float, notes: list[str]):
+def _back_off(kept, bounds, cfg, amount, std0, ctx: StageContext, reference: float, notes: list[str], readers):
     """Bisect the schedule's progress between `bounds` (within the budget, over it), each try pruned from
     the model kept so far and fine-tuned; returns the model at the highest progress within the budget."""
     low, high = bounds
@@ -188,7 +208,8 @@ def _back_off(kept, bounds, cfg, amount, std0, ctx: StageContext, reference: flo
         t = (low + high) / 2
         trial = copy.deepcopy(kept)
         layers = select_layers(trial, cfg.scope, "prune")
-        history += [{"backoff": step, **h} for h in _prune_round(trial, layers, cfg, amount, std0, step, ctx, t)]
+        rounds = _prune_round(trial, layers, cfg, amount, std0, step, ctx, t, readers)  # readers name layers
+        history += [{"backoff": step, **h} for h in rounds]
         accuracy = ctx.accuracy(trial)
         within = reference - accuracy <= cfg.max_accuracy_drop  # type: ignore[operator]
         verdict = "kept" if within else "undone"
@@ -199,6 +220,19 @@ def _back_off(kept, bounds, cfg, amount, std0, ctx: StageContext, reference: flo
         ctx.progress.line(f"[prune] {notes[-1]}")
         kept, low, high = (trial, t, high) if within else (kept, low, t)
     return kept, history
+
+
+def _readers(model: nn.Module, layers, cfg: PruneConfig, ctx: StageContext, notes: list[str]) -> list[Readers]:
+    """The unit groups whose dead units a round may respend (checked on a random probe batch)."""
+    if cfg.dead_units != "respend":
+        return []
+    if ctx.example_input is None:
+        raise ConfigError("prune: dead_units 'respend' traces the model and needs an example input")
+    shape = tuple(ctx.example_input.shape[1:])
+    probe = torch.randn((8, *shape), generator=torch.Generator().manual_seed(0), dtype=ctx.example_input.dtype)
+    readers, more = verified(model, find_readers(model, layers, shape), probe)
+    notes += more
+    return readers
 
 
 @register_stage(PruneConfig)
@@ -212,10 +246,11 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
     if cfg.scheme == "sensitivity":
         amount = sensitivity_sparsities(model, layers, amount, cfg.sensitivity_drop, ctx, notes)
     reference = ctx.start_accuracy  # set by apply_stage when the stage has a budget and validation data
+    readers = _readers(model, layers, cfg, ctx, notes)
     history: list[dict] = []
     for i in range(1, cfg.iterations + 1):
         before = copy.deepcopy(model) if reference is not None else None
-        history += _prune_round(model, layers, cfg, amount, std0, i, ctx)
+        history += _prune_round(model, layers, cfg, amount, std0, i, ctx, readers=readers)
         if reference is None:
             continue
         accuracy = ctx.accuracy(model)
@@ -230,7 +265,7 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
                 progress(i - 1, cfg.iterations, cfg.schedule) if i > 1 else 0.0,
                 progress(i, cfg.iterations, cfg.schedule),
             )
-            model, more = _back_off(before, bounds, cfg, amount, std0, ctx, reference, notes)
+            model, more = _back_off(before, bounds, cfg, amount, std0, ctx, reference, notes, readers)
             history += more
             layers = select_layers(model, cfg.scope, "prune")
             notes.append(f"sparsity reached: {100 * _sparsity(layers):.1f}% of the selected weights (planned more)")

@@ -1,0 +1,89 @@
+"""The prune stage's dead_units = "respend": no kept weight feeds a unit nothing reads, the layer keeps its
+count, the weights it keeps are the largest live ones, and a unit read by an op the dependency graph
+cannot see is left alone."""
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from edgeshrink.artifact import Artifact
+from edgeshrink.errors import ConfigError
+from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
+from edgeshrink.weights import get_mask
+
+
+class Mlp(nn.Module):
+    def __init__(self, hidden_mix: bool = False):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(16, 64), nn.Linear(64, 32), nn.Linear(32, 4)
+        self.hidden_mix = hidden_mix
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        out = self.fc3(torch.relu(self.fc2(h)))
+        # a path the dependency graph takes for elementwise: every hidden unit reaches the outputs
+        return out + h.pow(2).sum(1, keepdim=True) if self.hidden_mix else out
+
+
+def _prune(model: nn.Module, dead_units: str, sparsity: float = 0.95) -> Artifact:
+    settings = {"method": "sparsity", "sparsity": sparsity, "dead_units": dead_units, "finetune": {"epochs": 0}}
+    cfg = parse_stage({"type": "prune", **settings})
+    ctx = StageContext(finetune=None, evaluate=None, example_input=torch.zeros(1, 16))
+    return apply_stage(Artifact(model), cfg, ctx)
+
+
+def _unread(model: nn.Module, layer: str, reader: str) -> torch.Tensor:
+    return ~(getattr(model, reader).weight.detach() != 0).any(0)
+
+
+def test_respend_moves_weights_from_unread_units_and_keeps_counts():
+    torch.manual_seed(0)
+    plain, respent = Mlp(), Mlp()
+    respent.load_state_dict(plain.state_dict())
+    dense = {n: getattr(plain, n).weight.detach().clone() for n in ("fc1", "fc2", "fc3")}
+    _prune(plain, "keep")
+    _prune(respent, "respend")
+    wasted = int(get_mask(plain.fc1)[_unread(plain, "fc1", "fc2")].sum())
+    assert wasted > 0  # the case the option exists for: plain magnitude pruning keeps weights into unread units
+    for layer, reader in (("fc1", "fc2"), ("fc2", "fc3")):
+        kept = get_mask(getattr(respent, layer))
+        assert int(kept.sum()) == int(get_mask(getattr(plain, layer)).sum())  # same count
+        dead = _unread(respent, layer, reader)
+        assert not kept[dead].any()  # nothing kept into a unit no reader has a weight on
+        # the kept weights are the largest of the live units' (torch oracle: top-k outside the dead rows)
+        live = dense[layer].abs().clone()
+        live[dead] = -1
+        expected = torch.zeros_like(kept).reshape(-1)
+        expected[torch.topk(live.reshape(-1), int(kept.sum())).indices] = True
+        assert torch.equal(kept, expected.reshape(kept.shape))
+    assert torch.equal(get_mask(respent.fc3), get_mask(plain.fc3))  # the classifier's outputs are all read
+
+
+def test_emptying_unread_units_leaves_the_function_unchanged():
+    torch.manual_seed(1)
+    model = Mlp()
+    _prune(model, "respend", sparsity=0.97)
+    x = torch.randn(64, 16)
+    before = model(x)
+    dead = _unread(model, "fc1", "fc2")
+    with torch.no_grad():
+        model.fc1.bias[dead] = torch.randn(int(dead.sum())) * 100  # an unread unit may hold anything
+    assert dead.any() and torch.equal(model(x), before)
+
+
+def test_a_unit_read_by_an_op_the_graph_cannot_see_is_left_alone():
+    torch.manual_seed(0)
+    plain, mixed = Mlp(), Mlp(hidden_mix=True)
+    mixed.load_state_dict(plain.state_dict())
+    _prune(plain, "keep")
+    artifact = _prune(mixed, "respend")
+    note = " ".join(artifact.records[-1].notes)
+    assert re.search(r"dead units: fc1\b.* reach the outputs other than through fc2", note)
+    assert torch.equal(get_mask(mixed.fc1), get_mask(plain.fc1))  # fc1's hidden units are all read by the sum
+
+
+def test_respend_needs_the_sparsity_method():
+    with pytest.raises(ConfigError, match="dead_units 'respend' applies to method 'sparsity'"):
+        parse_stage({"type": "prune", "method": "threshold", "dead_units": "respend"})
