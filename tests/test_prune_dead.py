@@ -44,7 +44,7 @@ def test_respend_moves_weights_from_unread_units_and_keeps_counts():
     respent.load_state_dict(plain.state_dict())
     dense = {n: getattr(plain, n).weight.detach().clone() for n in ("fc1", "fc2", "fc3")}
     _prune(plain, "keep")
-    _prune(respent, "respend")
+    artifact = _prune(respent, "respend")
     wasted = int(get_mask(plain.fc1)[_unread(plain, "fc1", "fc2")].sum())
     assert wasted > 0  # the case the option exists for: plain magnitude pruning keeps weights into unread units
     for layer, reader in (("fc1", "fc2"), ("fc2", "fc3")):
@@ -59,6 +59,8 @@ def test_respend_moves_weights_from_unread_units_and_keeps_counts():
         expected[torch.topk(live.reshape(-1), int(kept.sum())).indices] = True
         assert torch.equal(kept, expected.reshape(kept.shape))
     assert torch.equal(get_mask(respent.fc3), get_mask(plain.fc3))  # the classifier's outputs are all read
+    unread = int(_unread(respent, "fc1", "fc2").sum())
+    assert f"fc1 {unread} of 64" in " ".join(artifact.records[-1].notes)
 
 
 def test_emptying_unread_units_leaves_the_function_unchanged():

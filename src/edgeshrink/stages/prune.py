@@ -35,7 +35,7 @@ from edgeshrink.artifact import Artifact, StageRecord
 from edgeshrink.errors import ConfigError
 from edgeshrink.scope import Scope, per_layer, select_layers
 from edgeshrink.stages.base import SpaceContext, StageConfig, StageContext, Suggest, register_stage, suggest_finetune
-from edgeshrink.stages.prune_dead import Readers, find_readers, respend, verified
+from edgeshrink.stages.prune_dead import Readers, find_readers, respend, unread_note, verified
 from edgeshrink.stages.prune_sensitivity import sensitivity_sparsities
 from edgeshrink.train import TrainConfig
 from edgeshrink.weights import attach_mask, get_mask, rewind_to, top_magnitude_mask
@@ -270,6 +270,8 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
             layers = select_layers(model, cfg.scope, "prune")
             notes.append(f"sparsity reached: {100 * _sparsity(layers):.1f}% of the selected weights (planned more)")
             break
+    dead = unread_note(model, readers)
+    notes += [dead] if dead else []
     rows = []
     for name, module in layers:
         mask = get_mask(module, "weight")

@@ -125,6 +125,13 @@ def respend(
     return moved
 
 
+def unread_note(model: nn.Module, readers: list[Readers]) -> str | None:
+    """How many units of each layer nothing reads any more (their inputs respent), for the stage notes."""
+    patterns = {n: m.weight.detach() != 0 for n, m in model.named_modules() if isinstance(m, _PLAIN)}
+    parts = [f"{'/'.join(r.writers)} {int(_unread(r, patterns).sum())} of {r.units}" for r in readers]
+    return "dead units (nothing reads them; their weights respent): " + ", ".join(parts) if parts else None
+
+
 @torch.no_grad()
 def _outputs_ignore_units(model: nn.Module, r: Readers, probe: torch.Tensor) -> bool:
     """Whether, once every reader's weights on the units are zero, the outputs no longer depend on the
