@@ -66,3 +66,46 @@ def test_a_gate_product_runs_as_an_integer_multiply(tmp_path):
     torch.manual_seed(0)
     ops = _int8(Gated(), torch.randn(16, 3, 8, 8), tmp_path)
     assert ops["QLinearMul"] == 1 and ops["Mul"] == 0, ops
+
+
+class Hardswished(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.Hardswish()
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = F.hardswish(self.conv2(self.act(self.conv(x))))  # a module and a functional hardswish
+        return self.head(h.mean((2, 3)))
+
+
+def test_hardswish_runs_its_product_as_an_integer_multiply_and_the_file_reloads(tmp_path):
+    """ONNX Runtime has no integer hardswish: x * hardsigmoid(x) with a quantized gate makes the product a
+    QLinearMul (no float Mul left); the file records the split, so loading it rebuilds the same model."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 8, 8)
+    ops = _int8(Hardswished(), x, tmp_path)
+    assert ops["QLinearMul"] == 2 and ops["Mul"] == 0, ops
+    ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
+    art = apply_stage(Artifact(Hardswished().eval(), example_input=x[:1]), parse_stage({"type": "quantize"}), ctx)
+    assert art.quantization.split_hardswish
+    edgeshrink.save(art, tmp_path / "m.eshrink")
+    with torch.no_grad():
+        assert torch.equal(edgeshrink.load(tmp_path / "m.eshrink", model=Hardswished()).model(x), art.model(x))
+
+
+def test_a_file_quantized_before_the_split_loads_as_it_was(tmp_path):
+    """Files written before hardswish was split record no split: load keeps hardswish whole."""
+    from edgeshrink.quant.prepare import activation_quantizers, prepare
+
+    torch.manual_seed(0)
+    model = Hardswished().eval()
+    whole, _ = prepare(model, {"conv": 8, "conv2": 8, "head": 8})
+    split, plan = prepare(model, {"conv": 8, "conv2": 8, "head": 8}, split_hardswish=True)
+    assert plan.split_hardswish == 2
+    assert len(activation_quantizers(split)) == len(activation_quantizers(whole)) + 2  # one per gate
+    with torch.no_grad():  # quantizers off: the split computes the same function (torch's own hardswish)
+        x = torch.randn(4, 3, 8, 8)
+        torch.testing.assert_close(split(x), whole(x), rtol=1e-6, atol=1e-6)

@@ -33,6 +33,7 @@ class Quantization(BaseModel):
     reduced_range: bool = Field(False, description="8-bit weights in -63..63 (x86 without VNNI)")
     per_tensor: list[str] = Field([], description="layers on one grid per tensor (shared weights)")
     rewritten: list[str] = Field([], description="attention modules decomposed before quantizing")
+    split_hardswish: bool = Field(False, description="hardswish quantized as x * hardsigmoid(x) (QLinearMul)")
     activations: str = "uint8 grid, per tensor"
 
     def weight_bits(self) -> list[int]:

@@ -100,6 +100,7 @@ def rebuild(stored: Stored, model: nn.Module | None, skip_edits: int = 0) -> nn.
             group_size=quantization.group_size,
             reduced_range=quantization.reduced_range,
             rewrite=quantization.rewritten,
+            split_hardswish=quantization.split_hardswish,
         )
         return load_quantized(bake_in_place(skeleton), stored.state, quantization, source)
     if precision == "float16":

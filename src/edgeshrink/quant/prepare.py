@@ -8,6 +8,9 @@ activation quantizers (`ActQuant`) are inserted:
 - at the output of every quantized layer, after its ReLU/ReLU6 when that is the only consumer (so the
   runtime fuses Conv+ReLU into one integer kernel), and at the output of add/concat/pooling/product
   (likewise after a ReLU that is its only consumer: a residual add and its ReLU become one QLinearAdd);
+- hardswish is run as x * hardsigmoid(x) (`split_hardswish`): the hardsigmoid's output gets a quantizer,
+  so the product is a QLinearMul instead of a float Mul between DequantizeLinear and QuantizeLinear
+  (ONNX Runtime has no integer hardswish; what `quantize_static` does too);
 - after shape-only ops (max pool, flatten, reshape, dropout) of a quantized tensor, sharing the
   input's quantizer: the values are already on that grid, and the runtime needs a Q/DQ pair there to
   keep the next kernel in integers.
@@ -66,6 +69,7 @@ class QuantPlan:
     layers: list[LayerPlan] = field(default_factory=list)
     activations: list[str] = field(default_factory=list)  # ActQuant module names, in graph order
     folded_batchnorms: list[str] = field(default_factory=list)
+    split_hardswish: int = 0  # hardswish activations run as x * hardsigmoid(x)
 
     def to_dict(self) -> dict:
         return {
@@ -134,16 +138,19 @@ def prepare(
     learn_scales: bool = False,
     reduced_range: bool = False,
     rewrite: Sequence[str] = (),
+    split_hardswish: bool = False,
 ) -> tuple[fx.GraphModule, QuantPlan]:
     """A fake-quantized copy of `model`. `bits` maps each weight layer to quantize to its weight
     bit-width; other layers stay float. `rewrite`: attention modules to decompose first (what a file
     recorded; `quant.attention.traceable` chooses them for a new model). Quantizers start in mode "off"
-    (calibrate them next)."""
+    (calibrate them next). `split_hardswish`: see the module docstring (a file records it)."""
     baked, masks, codebooks = _bake(model)
     if rewrite:
         decompose(baked, list(rewrite))
     gm, folded = _trace(baked)
     plan = QuantPlan(folded_batchnorms=folded)
+    if split_hardswish:
+        plan.split_hardswish = _split_hardswish(gm)
     quantized_layers = _plan_layers(gm, bits, group_size, reduced_range, plan)
     _insert_quantizers(gm, quantized_layers, plan, learn_scales)
     shared_layers = _attach_weight_quantizers(gm, quantized_layers, bits, masks, codebooks, group_size, reduced_range)
@@ -155,6 +162,27 @@ def prepare(
             module = gm.get_submodule(name)
             parametrize.register_parametrization(module, "weight", Mask(mask))
     return gm, plan
+
+
+def _split_hardswish(gm: fx.GraphModule) -> int:
+    """Every hardswish (module or function) as x * hardsigmoid(x): the same values, a product of two
+    tensors. Returns how many were split."""
+    graph, count = gm.graph, 0
+    for node in list(graph.nodes):
+        if not (_is_module(gm, node, (nn.Hardswish,)) or _is_function(node, (F.hardswish,))):
+            continue
+        x = node.args[0]
+        with graph.inserting_after(node):
+            gate = graph.call_function(F.hardsigmoid, (x,))
+        with graph.inserting_after(gate):
+            product = graph.call_function(operator.mul, (x, gate))
+        node.replace_all_uses_with(product)
+        graph.erase_node(node)
+        count += 1
+    graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return count
 
 
 def _fused_tail(gm: fx.GraphModule, node: fx.Node) -> fx.Node:

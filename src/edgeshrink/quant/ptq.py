@@ -31,6 +31,7 @@ class PTQSettings:
     percentile: float = 99.99
     calibration_batches: int = 16
     bias_correction: bool = True
+    split_hardswish: bool = True  # hardswish as x * hardsigmoid(x), the product on integer kernels
 
 
 def build_quantized(
@@ -43,6 +44,7 @@ def build_quantized(
         group_size=settings.group_size,
         learn_scales=settings.learn_scales,
         reduced_range=settings.reduced_range,
+        split_hardswish=settings.split_hardswish,
     )
     calibrate(
         quantized,

@@ -239,5 +239,6 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
         reduced_range=settings.reduced_range,
         per_tensor=per_tensor_layers(quantized),
         rewritten=rewritten,
+        split_hardswish=plan.split_hardswish > 0,
     )
     return artifact.with_record(record, model=quantized, quantization=quantization)
