@@ -89,3 +89,20 @@ def test_a_unit_read_by_an_op_the_graph_cannot_see_is_left_alone():
 def test_respend_needs_the_sparsity_method():
     with pytest.raises(ConfigError, match="dead_units 'respend' applies to method 'sparsity'"):
         parse_stage({"type": "prune", "method": "threshold", "dead_units": "respend"})
+
+
+def test_a_model_the_dependency_graph_cannot_trace_is_pruned_as_usual_with_a_note(monkeypatch):
+    import edgeshrink.stages.prune_dead as dead
+
+    def untraceable(*_args, **_kw):
+        raise RuntimeError("data-dependent control flow")
+
+    monkeypatch.setattr(dead, "dependency_graph", untraceable)
+    torch.manual_seed(0)
+    plain, respent = Mlp(), Mlp()
+    respent.load_state_dict(plain.state_dict())
+    _prune(plain, "keep")
+    artifact = _prune(respent, "respend")
+    assert "torch-pruning cannot trace this model (RuntimeError); none respent" in " ".join(artifact.records[-1].notes)
+    for layer in ("fc1", "fc2", "fc3"):
+        assert torch.equal(get_mask(getattr(respent, layer)), get_mask(getattr(plain, layer)))

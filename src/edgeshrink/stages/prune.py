@@ -230,7 +230,12 @@ def _readers(model: nn.Module, layers, cfg: PruneConfig, ctx: StageContext, note
         raise ConfigError("prune: dead_units 'respend' traces the model and needs an example input")
     shape = tuple(ctx.example_input.shape[1:])
     probe = torch.randn((8, *shape), generator=torch.Generator().manual_seed(0), dtype=ctx.example_input.dtype)
-    readers, more = verified(model, find_readers(model, layers, shape), probe)
+    try:
+        found = find_readers(model, layers, shape)
+    except Exception as exc:  # noqa: BLE001 - the pruning goes on, with every unit kept as it is
+        notes.append(f"dead units: torch-pruning cannot trace this model ({type(exc).__name__}); none respent")
+        return []
+    readers, more = verified(model, found, probe)
     notes += more
     return readers
 

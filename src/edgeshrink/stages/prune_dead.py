@@ -72,12 +72,10 @@ def _readers_of(graph, root: nn.Module, names: dict[nn.Module, str]) -> Readers 
 
 
 def find_readers(model: nn.Module, layers: list[tuple[str, nn.Module]], input_shape) -> list[Readers]:
-    """The unit groups of the pruned layers whose readers are known (see the module docstring)."""
+    """The unit groups of the pruned layers whose readers are known (see the module docstring); raises
+    what torch-pruning raises when it cannot trace the model."""
     names = {m: n for n, m in model.named_modules()}
-    try:
-        graph = dependency_graph(model, input_shape)
-    except Exception:  # noqa: BLE001 - a model torch-pruning cannot trace simply keeps its dead units
-        return []
+    graph = dependency_graph(model, input_shape)
     found, seen = [], set()
     for _, module in layers:
         if module in seen:
