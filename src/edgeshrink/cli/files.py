@@ -71,10 +71,9 @@ def _print_result(result, fmt: str) -> None:
         _print_tensors(result)
     if result.kernel_choice:
         k = result.kernel_choice
-        per_batch = k.get("measured_ms") or {"batch 1": {**k["measured_batch1_ms"], "float": k["float_batch1_ms"]}}
         times = "; ".join(
             f"{batch}: " + ", ".join(f"{name} {ms:.3f} ms" for name, ms in ms_by.items())
-            for batch, ms_by in per_batch.items()
+            for batch, ms_by in k["measured_ms"].items()
         )
         typer.echo(f"kernels: {k['chosen']} (on this machine, {times})")
         if "recommendation" in k:

@@ -74,7 +74,8 @@ def _readers_of(graph, root: nn.Module, names: dict[nn.Module, str]) -> Readers 
 def find_readers(model: nn.Module, layers: list[tuple[str, nn.Module]], input_shape) -> list[Readers]:
     """The unit groups of the pruned layers whose readers are known (see the module docstring); raises
     what torch-pruning raises when it cannot trace the model."""
-    names = {m: n for n, m in model.named_modules()}
+    modules = dict(model.named_modules())
+    names = {m: n for n, m in modules.items()}
     graph = dependency_graph(model, input_shape)
     found, seen = [], set()
     for _, module in layers:
@@ -82,7 +83,7 @@ def find_readers(model: nn.Module, layers: list[tuple[str, nn.Module]], input_sh
             continue
         readers = _readers_of(graph, module, names)
         if readers is not None:
-            seen.update(dict(model.named_modules())[w] for w in readers.writers)
+            seen.update(modules[w] for w in readers.writers)
             found.append(readers)
     return found
 
@@ -96,13 +97,10 @@ def _unread(r: Readers, pattern: dict[str, torch.Tensor]) -> torch.Tensor:
     return ~read
 
 
-def respend(
-    masks: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], readers: list[Readers], patterns
-) -> dict[str, int]:
+def respend(masks: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], readers: list[Readers], patterns) -> None:
     """Adjust `masks` (layer -> this round's keep mask) in place: no kept weight into an unread unit, the
     layer's count kept by its next-largest live weights. `patterns` gives the nonzero pattern of layers
-    without a mask this round. Returns how many weights each layer moved."""
-    moved: dict[str, int] = {}
+    without a mask this round."""
     for _ in range(len(readers) + 1):
         changed = False
         for r in readers:
@@ -115,12 +113,10 @@ def respend(
                 magnitude = weights[w].abs().clone()
                 magnitude[dead] = 0
                 keep = min(int(masks[w].sum()), int((magnitude > 0).sum()))
-                moved[w] = moved.get(w, 0) + int(masks[w][dead].sum())
                 masks[w] = top_magnitude_mask(magnitude, keep) & (magnitude > 0)
                 changed = True
         if not changed:
             break
-    return moved
 
 
 def unread_note(model: nn.Module, readers: list[Readers]) -> str | None:
