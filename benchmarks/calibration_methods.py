@@ -3,11 +3,11 @@
     python benchmarks/calibration_methods.py --data-dir ../shared/data --out results.json
 
 For each model: int8 PTQ (the `int8` recipe) with every calibration method (minmax, percentile, MSE,
-KL) on the same 2,048 calibration images (or on each of --calibration-seeds' samples, averaged), and
-the mean squared logit error of each quantized PyTorch model against the fp32 model on 2,048 other
-training images; the method with the smallest error is the label-free choice. Test accuracy is
-reported beside it, not used to choose. Baselines come from --cache-dir (shared with the other
-benchmarks).
+KL; --methods) and weight rounding (nearest, GPTQ; --roundings) on the same 2,048 calibration images
+(or on each of --calibration-seeds' samples, averaged), and the mean squared logit error of each
+quantized PyTorch model against the fp32 model on 2,048 other training images; the variant with the
+smallest error is the label-free choice. Test accuracy is reported beside it, not used to choose.
+Baselines come from --cache-dir (shared with the other benchmarks).
 """
 
 from __future__ import annotations
@@ -30,9 +30,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODEL_TASKS, add_run_options, baseline, run_models, task_data_dir  # noqa: E402
 
 METHODS = ("minmax", "percentile", "mse", "kl")
+ROUNDINGS = ("nearest", "gptq")
 
 
-def _one_sample(model, task, data, seed: int, n: int) -> dict[str, dict]:
+def _variants(args) -> list[tuple[str, str, str]]:
+    """(name, calibration, rounding): the method's name alone for nearest rounding, else method/rounding."""
+    return [
+        (m if r == "nearest" else f"{m}/{r}", m, r) for r in args.roundings.split(",") for m in args.methods.split(",")
+    ]
+
+
+def _one_sample(model, task, data, seed: int, n: int, variants: list[tuple[str, str, str]]) -> dict[str, dict]:
     """Every method on calibration sample `seed`: held-out logit MSE against fp32, and test accuracy."""
     # one random permutation: its first images are the quantization benchmark's calibration sample
     # (Split.subset takes a prefix), the next as many are the held-out images
@@ -42,8 +50,8 @@ def _one_sample(model, task, data, seed: int, n: int) -> dict[str, dict]:
         reference = model(held)
     recipe = load_recipe("int8")
     rows = {}
-    for method in METHODS:
-        stage = recipe.stages[0].model_copy(update={"calibration": method})
+    for name, method, rounding in variants:
+        stage = recipe.stages[0].model_copy(update={"calibration": method, "rounding": rounding})
         with tempfile.TemporaryDirectory() as tmp:
             result = edgeshrink.compress(
                 model, recipe.model_copy(update={"stages": [stage]}), calibration_loader=calibration.loader(128),
@@ -52,7 +60,7 @@ def _one_sample(model, task, data, seed: int, n: int) -> dict[str, dict]:
         quantized = result.model.eval()
         with torch.no_grad():
             logits = quantized(held)
-        rows[method] = {
+        rows[name] = {
             "held_out_logit_mse": float(((logits - reference) ** 2).mean()),
             "test_accuracy": evaluate(quantized, data.test.loader(1000)),
         }
@@ -66,10 +74,10 @@ def run_model(name: str, args, progress: Progress) -> dict:
     samples = {}
     for seed in args.calibration_seeds or [args.seed]:
         progress.line(f"[{name}] int8 PTQ with every calibration method, calibration sample {seed}")
-        samples[seed] = _one_sample(model, task, data, seed, args.calibration_images)
+        samples[seed] = _one_sample(model, task, data, seed, args.calibration_images, _variants(args))
     rows = {
         m: {k: float(np.mean([s[m][k] for s in samples.values()])) for k in ("held_out_logit_mse", "test_accuracy")}
-        for m in METHODS
+        for m, _, _ in _variants(args)
     }
     return {
         "model": name,
@@ -102,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results.json"))
     parser.add_argument("--models", default="lenet5,resnet8x4")
     parser.add_argument("--calibration-images", type=int, default=2048)
+    parser.add_argument("--methods", default=",".join(METHODS), help="calibration methods to compare")
+    parser.add_argument("--roundings", default="nearest", help=f"weight roundings to compare: {', '.join(ROUNDINGS)}")
     parser.add_argument(
         "--calibration-seeds", default="", help="average over these calibration samples (default: --seed's only)"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from edgeshrink.quant.attention import traceable
 from edgeshrink.quant.calibrate import Method
 from edgeshrink.quant.passes import calibrate, correct_bias
 from edgeshrink.quant.prepare import QUANTIZABLE, QuantPlan, prepare
+from edgeshrink.quant.rounding import gptq_round
 
 Batches = Iterable[tuple[torch.Tensor, object]]
 
@@ -32,6 +34,7 @@ class PTQSettings:
     calibration_batches: int = 16
     bias_correction: bool = True
     split_hardswish: bool = True  # hardswish as x * hardsigmoid(x), the product on integer kernels
+    rounding: Literal["nearest", "gptq"] = "nearest"  # gptq: codes chosen for the layer output (quant/rounding.py)
 
 
 def build_quantized(
@@ -53,7 +56,9 @@ def build_quantized(
         percentile=settings.percentile,
         num_batches=settings.calibration_batches,
     )
-    if settings.bias_correction:
+    if settings.rounding == "gptq":
+        gptq_round(quantized, batches, settings.calibration_batches, settings.bias_correction)
+    if settings.bias_correction:  # the layers GPTQ rounded are corrected already: their shift here is 0
         correct_bias(quantized, batches, num_batches=max(1, settings.calibration_batches // 2))
     return quantized.eval(), plan
 

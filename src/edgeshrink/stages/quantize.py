@@ -43,6 +43,9 @@ class QuantizeConfig(StageConfig):
     percentile: float = Field(99.99, gt=50, le=100)
     calibration_batches: int = Field(16, ge=1)
     bias_correction: bool = True
+    rounding: Literal["nearest", "gptq"] = Field(
+        "nearest", description="weight codes: nearest grid point, or chosen for the layer's output error (GPTQ)"
+    )
     learn_scales: bool = Field(False, description="QAT: learn activation scales (LSQ)")
     max_accuracy_drop: float | None = Field(
         None,
@@ -88,6 +91,7 @@ class QuantizeConfig(StageConfig):
             percentile=self.percentile,
             calibration_batches=self.calibration_batches,
             bias_correction=self.bias_correction,
+            rounding=self.rounding,
         )
 
 
