@@ -117,3 +117,26 @@ def test_gptq_folds_the_mean_output_error_into_the_bias():
             means[correct] = (quantized(x) - model(x)).mean(dim=0).abs().max()
     # input activations are quantized too, so the shift is not exactly zero; without it, it is larger
     assert means[True] < 0.2 * means[False], means
+
+
+def test_the_quantize_stage_reports_which_layers_gptq_rounded(trained, tmp_path):
+    """A reflect-padded conv cannot be unfolded: it keeps nearest rounding, and the stage says so."""
+    import copy
+
+    from helpers import loaders
+
+    import edgeshrink
+
+    model = copy.deepcopy(trained)
+    model.conv.padding_mode = "reflect"
+    recipe = tmp_path / "gptq.toml"
+    recipe.write_text('[[stages]]\ntype = "quantize"\nrounding = "gptq"\n')
+    train_loader, val_loader = loaders()
+    result = edgeshrink.compress(
+        model, recipe, train_loader=train_loader, val_loader=val_loader, out=tmp_path / "run", progress=False
+    )
+    notes = [n for n in result.artifact.records[-1].notes if "GPTQ" in n]
+    assert notes == [
+        "weights rounded by GPTQ for each layer's output: 2 of 3 layers; nearest rounding kept "
+        "(shared codebook or unfoldable conv): conv"
+    ]

@@ -70,12 +70,14 @@ class QuantPlan:
     activations: list[str] = field(default_factory=list)  # ActQuant module names, in graph order
     folded_batchnorms: list[str] = field(default_factory=list)
     split_hardswish: int = 0  # hardswish activations run as x * hardsigmoid(x)
+    gptq_rounded: list[str] = field(default_factory=list)  # layers whose codes GPTQ chose (quant/rounding.py)
 
     def to_dict(self) -> dict:
         return {
             "layers": [layer.to_dict() for layer in self.layers],
             "activations": list(self.activations),
             "folded_batchnorms": list(self.folded_batchnorms),
+            "gptq_rounded": list(self.gptq_rounded),
         }
 
 

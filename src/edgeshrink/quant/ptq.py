@@ -57,7 +57,7 @@ def build_quantized(
         num_batches=settings.calibration_batches,
     )
     if settings.rounding == "gptq":
-        gptq_round(quantized, batches, settings.calibration_batches, settings.bias_correction)
+        plan.gptq_rounded = gptq_round(quantized, batches, settings.calibration_batches, settings.bias_correction)
     if settings.bias_correction:  # the layers GPTQ rounded are corrected already: their shift here is 0
         correct_bias(quantized, batches, num_batches=max(1, settings.calibration_batches // 2))
     return quantized.eval(), plan

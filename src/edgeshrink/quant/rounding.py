@@ -117,7 +117,10 @@ def gptq_codes(
     h += DAMPING * torch.diagonal(h).mean() * torch.eye(cols, dtype=h.dtype)
     order = torch.argsort(torch.diagonal(h), descending=True)
     h = h[order][:, order]
-    inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
+    try:
+        inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
+    except torch.linalg.LinAlgError:  # not positive definite even damped (non-finite inputs): keep nearest
+        return torch.clamp(torch.round(weight / scale), -qmax, qmax)
     w, s, k = weight[:, order].clone(), scale[:, order], keep[:, order]
     nearest = torch.clamp(torch.round(w / s), -qmax, qmax)
     codes = torch.zeros_like(w)

@@ -68,12 +68,13 @@ class QuantizeConfig(StageConfig):
 
     @classmethod
     def search_space(cls, trial: Suggest, ctx: SpaceContext, prefix: str) -> QuantizeConfig:
-        """4- or 8-bit weights, the calibration method, bias correction, and 0 (PTQ) or more epochs of
-        quantization-aware training."""
+        """4- or 8-bit weights, the calibration method, bias correction, the weight rounding, and 0 (PTQ)
+        or more epochs of quantization-aware training."""
         return cls(
             weight_bits=int(trial.suggest_categorical(f"{prefix}.weight_bits", [4, 8])),
             calibration=trial.suggest_categorical(f"{prefix}.calibration", ["mse", "percentile", "minmax"]),
             bias_correction=trial.suggest_categorical(f"{prefix}.bias_correction", [True, False]),
+            rounding=trial.suggest_categorical(f"{prefix}.rounding", ["nearest", "gptq"]),
             finetune=suggest_finetune(trial, f"{prefix}.finetune", ctx, (1e-5, 1e-3), min_epochs=0),
         )
 
@@ -197,6 +198,16 @@ def _choose_bits(
     return quantized, plan, ctx.train(quantized, cfg.finetune, "quantize (QAT)"), sensitivity
 
 
+def _rounding_note(plan: QuantPlan) -> str:
+    """Which layers GPTQ rounded, and which kept nearest rounding."""
+    layers = [p.name for p in plan.layers if p.status == "quantized"]
+    nearest = [n for n in layers if n not in plan.gptq_rounded]
+    note = f"weights rounded by GPTQ for each layer's output: {len(plan.gptq_rounded)} of {len(layers)} layers"
+    return note + (
+        f"; nearest rounding kept (shared codebook or unfoldable conv): {', '.join(nearest)}" if nearest else ""
+    )
+
+
 @register_stage(QuantizeConfig)
 def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Artifact:
     _refuse_requantizing(artifact)
@@ -226,6 +237,8 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
             "8-bit weights use -63..63: this x86 CPU has no VNNI, and ONNX Runtime's int8 kernels saturate "
             'at 16 bits with full-range weights (set weight_range = "full" for a VNNI or ARM target)'
         )
+    if settings.rounding == "gptq":
+        notes.append(_rounding_note(plan))
     if plan.folded_batchnorms:
         notes.append(f"folded BatchNorm into the preceding conv: {', '.join(plan.folded_batchnorms)}")
     record = StageRecord(
