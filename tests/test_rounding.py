@@ -138,5 +138,21 @@ def test_the_quantize_stage_reports_which_layers_gptq_rounded(trained, tmp_path)
     notes = [n for n in result.artifact.records[-1].notes if "GPTQ" in n]
     assert notes == [
         "weights rounded by GPTQ for each layer's output: 2 of 3 layers; nearest rounding kept "
-        "(shared codebook or unfoldable conv): conv"
+        "(a shared codebook, a conv F.unfold cannot express, or a singular input Hessian): conv"
     ]
+
+
+def test_a_layer_whose_hessian_cannot_be_inverted_is_left_as_it_was(monkeypatch):
+    import edgeshrink.quant.rounding as rounding
+
+    def singular(*_args, **_kw):
+        raise torch.linalg.LinAlgError("not positive definite")
+
+    model, batches = _net(), _batches()
+    quantized, _ = prepare(model, {"0": 4, "2": 4, "5": 4})
+    calibrate(quantized, batches, method="minmax")
+    before = {name: m.parametrizations.weight.original.clone() for name, m, _ in weight_quantizers(quantized)}
+    monkeypatch.setattr(rounding.torch.linalg, "cholesky", singular)
+    assert gptq_round(quantized, batches) == []
+    for name, module, _ in weight_quantizers(quantized):
+        assert torch.equal(module.parametrizations.weight.original, before[name]), name

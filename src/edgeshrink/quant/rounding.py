@@ -11,7 +11,8 @@ on inputs from the already-rounded layers before it (what the integer model sees
 The grid (per-channel or per-group scales) stays the one calibration chose: every element whose
 magnitude set its scale keeps its nearest code (qmax), and exact zeros (pruned weights) stay zero, so
 the scales recomputed from the rounded weights are unchanged and sparsity survives. Layers on a
-shared codebook (one grid per tensor) and convolutions `F.unfold` cannot express keep nearest rounding.
+shared codebook (one grid per tensor), convolutions `F.unfold` cannot express, and layers whose input
+Hessian cannot be inverted are left as they are (nearest rounding; bias correction still applies).
 With `bias_correction`, the mean output error of the rounded weights is folded into the bias (Nagel
 et al. 2019), measured on the same inputs.
 """
@@ -23,10 +24,10 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
 from edgeshrink.quant.fakequant import WeightQuant, weight_qmax
 from edgeshrink.quant.prepare import weight_quantizers
+from edgeshrink.weights import Mask
 
 Batches = Iterable[tuple[torch.Tensor, object]]
 DAMPING = 0.01  # of the mean diagonal of H: keeps the inverse stable when inputs are collinear
@@ -59,9 +60,11 @@ def _columns(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return patches.permute(1, 0, 3, 2).reshape(groups, -1, patches.shape[2])
 
 
-def roundable(name: str, module: nn.Module, quantizer: WeightQuant) -> bool:
-    """Whether GPTQ can round this layer (Linear or an unfoldable conv, on its own per-channel grid)."""
-    if quantizer.per_tensor or not quantizer.enabled:
+def roundable(module: nn.Module, quantizer: WeightQuant) -> bool:
+    """Whether GPTQ can round this layer: a Linear or an unfoldable conv, on its own per-channel grid,
+    with at most a pruning mask under the quantizer (so the stored weight can be set to the codes)."""
+    under = list(module.parametrizations.weight)[:-1]  # type: ignore[union-attr]
+    if quantizer.per_tensor or not quantizer.enabled or not all(isinstance(p, Mask) for p in under):
         return False
     return isinstance(module, nn.Linear) or _conv_geometry(module) is not None
 
@@ -107,9 +110,10 @@ def _statistics(model: nn.Module, module: nn.Module, inputs: list[torch.Tensor])
 
 def gptq_codes(
     weight: torch.Tensor, scale: torch.Tensor, hessian: torch.Tensor, qmax: int, keep: torch.Tensor
-) -> torch.Tensor:
+) -> torch.Tensor | None:
     """Integer codes for `weight` [out, cols] on the grid `scale` (same shape), rounded column by column
-    with the error moved onto later columns (GPTQ). `keep` marks elements forced to their nearest code."""
+    with the error moved onto later columns (GPTQ). `keep` marks elements forced to their nearest code.
+    None when the Hessian cannot be inverted."""
     cols = weight.shape[1]
     h = hessian.clone()
     dead = torch.diagonal(h) == 0
@@ -119,8 +123,8 @@ def gptq_codes(
     h = h[order][:, order]
     try:
         inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
-    except torch.linalg.LinAlgError:  # not positive definite even damped (non-finite inputs): keep nearest
-        return torch.clamp(torch.round(weight / scale), -qmax, qmax)
+    except torch.linalg.LinAlgError:  # not positive definite even damped (non-finite inputs)
+        return None
     w, s, k = weight[:, order].clone(), scale[:, order], keep[:, order]
     nearest = torch.clamp(torch.round(w / s), -qmax, qmax)
     codes = torch.zeros_like(w)
@@ -136,7 +140,9 @@ def gptq_codes(
 
 def _round_layer(
     module: nn.Module, quantizer: WeightQuant, hessian: torch.Tensor, mean: torch.Tensor, bias: bool
-) -> None:
+) -> bool:
+    """Set the layer's weights to its GPTQ codes x scale (and shift its bias); False, and the layer
+    untouched, when a group's Hessian cannot be inverted."""
     quantizer.enabled = False
     weight = module.weight.detach().float()
     quantizer.enabled = True
@@ -145,7 +151,10 @@ def _round_layer(
     keep = (weight == 0) | (weight.abs() >= scale * (qmax - 0.5))  # zeros, and the elements that set a scale
     groups = hessian.shape[0]
     flat_w, flat_s, flat_k = (t.reshape(groups, weight.shape[0] // groups, -1) for t in (weight, scale, keep))
-    codes = torch.stack([gptq_codes(flat_w[g], flat_s[g], hessian[g], qmax, flat_k[g]) for g in range(groups)])
+    per_group = [gptq_codes(flat_w[g], flat_s[g], hessian[g], qmax, flat_k[g]) for g in range(groups)]
+    if any(c is None for c in per_group):
+        return False
+    codes = torch.stack(per_group)  # type: ignore[arg-type]
     rounded = (codes * flat_s).reshape(weight.shape)
     with torch.no_grad():
         if bias:
@@ -154,6 +163,7 @@ def _round_layer(
                 module.bias = nn.Parameter(torch.zeros_like(shift))
             module.bias.add_(shift)
         module.parametrizations.weight.original.copy_(rounded)  # type: ignore[union-attr]
+    return True
 
 
 @torch.no_grad()
@@ -164,13 +174,10 @@ def gptq_round(model: nn.Module, batches: Batches, num_batches: int = 16, bias_c
     if not inputs:
         raise ValueError("GPTQ rounding needs at least one batch of calibration data")
     model.eval()
-    layers = [entry for entry in weight_quantizers(model) if roundable(*entry)]
-    layers = [e for e in layers if list(e[1].parametrizations.weight)[-1] is e[2]]  # type: ignore[union-attr]
+    layers = [(name, m, q) for name, m, q in weight_quantizers(model) if roundable(m, q)]
     rounded = []
     for name, module, quantizer in _execution_order(model, layers, inputs[0]):
-        if not parametrize.is_parametrized(module, "weight"):
-            continue
         hessian, mean = _statistics(model, module, inputs)
-        _round_layer(module, quantizer, hessian, mean, bias_correction)
-        rounded.append(name)
+        if _round_layer(module, quantizer, hessian, mean, bias_correction):
+            rounded.append(name)
     return rounded

@@ -204,7 +204,10 @@ def _rounding_note(plan: QuantPlan) -> str:
     nearest = [n for n in layers if n not in plan.gptq_rounded]
     note = f"weights rounded by GPTQ for each layer's output: {len(plan.gptq_rounded)} of {len(layers)} layers"
     return note + (
-        f"; nearest rounding kept (shared codebook or unfoldable conv): {', '.join(nearest)}" if nearest else ""
+        f"; nearest rounding kept (a shared codebook, a conv F.unfold cannot express, or a singular "
+        f"input Hessian): {', '.join(nearest)}"
+        if nearest
+        else ""
     )
 
 
