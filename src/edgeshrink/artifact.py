@@ -34,6 +34,9 @@ class Quantization(BaseModel):
     per_tensor: list[str] = Field([], description="layers on one grid per tensor (shared weights)")
     rewritten: list[str] = Field([], description="attention modules decomposed before quantizing")
     split_hardswish: bool = Field(False, description="hardswish quantized as x * hardsigmoid(x) (QLinearMul)")
+    recurrent: dict[str, int] = Field(
+        {}, description="GRU/LSTM/RNN weight tensor -> bits: integer codes, one scale per row, float compute"
+    )
     activations: str = "uint8 grid, per tensor"
 
     def weight_bits(self) -> list[int]:

@@ -20,11 +20,15 @@ def artifact_of_module(model: nn.Module, example_input: torch.Tensor | None = No
     """An in-memory model as an artifact: its quantization and precision read from its modules."""
     from edgeshrink.quant.half import is_half
     from edgeshrink.quant.prepare import per_tensor_layers, quantization_bits
+    from edgeshrink.quant.recurrent import recurrent_quantizers
 
     bits, group, reduced = quantization_bits(model)
+    recurrent = {key: q.bits for key, _, _, q in recurrent_quantizers(model)}
     quantization = (
-        Quantization(bits=bits, group_size=group, reduced_range=reduced, per_tensor=per_tensor_layers(model))
-        if bits
+        Quantization(
+            bits=bits, group_size=group, reduced_range=reduced, per_tensor=per_tensor_layers(model), recurrent=recurrent
+        )
+        if bits or recurrent
         else None
     )
     example = None if example_input is None else example_input[:1]

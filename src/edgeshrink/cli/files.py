@@ -135,6 +135,13 @@ def export(
     activation_type: Annotated[
         str | None, typer.Option(help="onnx, quantized models: uint8 (U8S8), int8 (S8S8) or auto (time both)")
     ] = None,
+    recurrent_weights: Annotated[
+        str | None,
+        typer.Option(
+            help="onnx, quantized models: GRU/LSTM weights as float (default, fastest) or int8 rows (a smaller "
+            "file, dequantized on every run)"
+        ),
+    ] = None,
     quantize: Annotated[
         str | None,
         typer.Option(
@@ -160,7 +167,14 @@ def export(
 
     exporter = get_exporter(format)
     exporter.require()
-    given = dict(activation_type=activation_type, quantize=quantize, name=name, compress=compress, precision=precision)
+    given = dict(
+        activation_type=activation_type,
+        recurrent_weights=recurrent_weights,
+        quantize=quantize,
+        name=name,
+        compress=compress,
+        precision=precision,
+    )
     options = {k: v for k, v in given.items() if v is not None}
     exporter.resolve(options)  # a wrong option fails before the model is loaded
     t, art = open_artifact(artifact, task, model)

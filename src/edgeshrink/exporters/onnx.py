@@ -20,6 +20,7 @@ from edgeshrink.exporters.onnx_build import float_twin, output_step, to_onnx
 from edgeshrink.exporters.qdq import set_activation_type
 from edgeshrink.hardware import int8_weights_saturate
 from edgeshrink.quant.prepare import is_quantized, weight_quantizers
+from edgeshrink.quant.recurrent import recurrent_quantizers
 from edgeshrink.runtimes.onnxruntime import make_session, run_session, time_interleaved
 
 KERNELS = {"uint8": "U8S8", "int8": "S8S8"}
@@ -68,10 +69,12 @@ def _timings(sessions: dict, example: torch.Tensor, threads: int) -> dict[int, d
     return out
 
 
-def choose_kernels(model: nn.Module, example: torch.Tensor, threads: int) -> tuple[onnx.ModelProto, str, list, dict]:
+def choose_kernels(
+    model: nn.Module, example: torch.Tensor, threads: int, recurrent_weights: str = "float"
+) -> tuple[onnx.ModelProto, str, list, dict]:
     """Build the uint8 and int8 variants, time them (and the float twin) interleaved at batch 1 and 64,
     keep the one with the smaller sum of times relative to the faster at each batch."""
-    uint8_graph, rows = to_onnx(model, example, "uint8")
+    uint8_graph, rows = to_onnx(model, example, "uint8", recurrent_weights)
     int8_graph = onnx.ModelProto()
     int8_graph.CopyFrom(uint8_graph)
     set_activation_type(int8_graph, "int8")  # same grid, zero points shifted: no second export
@@ -113,20 +116,26 @@ class OnnxExporter(Exporter):
     suffix = ".onnx"
     runtime = "ONNX Runtime"
     description = "one self-contained .onnx (fp32, fp16, or QDQ with int8/INT4 weights), verified in ONNX Runtime"
-    options = {"activation_type": ("auto", "uint8", "int8")}
+    options = {"activation_type": ("auto", "uint8", "int8"), "recurrent_weights": ("float", "int8")}
 
     def build(
         self, model: nn.Module, example: torch.Tensor, options: dict[str, Any], calibration: list[torch.Tensor] | None
     ) -> Built:
         activation_type, kernel_choice = options["activation_type"], None
+        recurrent = options["recurrent_weights"]
+        if recurrent == "int8" and not recurrent_quantizers(model):
+            raise ExportError(
+                "recurrent_weights int8 stores a quantized model's GRU/LSTM weights as int8 rows, and this model has "
+                'none (no recurrent layer, or quantized with recurrent_weights = "float"); drop the option'
+            )
         threads = int(options.get("threads") or 2)
         if not is_quantized(model):
             graph, rows = to_onnx(model, example)
             activation_type = None
         elif activation_type == "auto":
-            graph, activation_type, rows, kernel_choice = choose_kernels(model, example, threads)
+            graph, activation_type, rows, kernel_choice = choose_kernels(model, example, threads, recurrent)
         else:
-            graph, rows = to_onnx(model, example, activation_type)
+            graph, rows = to_onnx(model, example, activation_type, recurrent)
         try:
             onnx.checker.check_model(graph)
         except onnx.checker.ValidationError as exc:

@@ -22,8 +22,10 @@ from torch import nn
 
 from edgeshrink.errors import ExportError
 from edgeshrink.exporters.qdq import QuantizedWeight, rewrite_weights, set_activation_type
+from edgeshrink.exporters.qdq_recurrent import store_recurrent_int8
 from edgeshrink.quant.export_copy import export_copy
 from edgeshrink.quant.prepare import activation_quantizers, is_quantized, weight_quantizers
+from edgeshrink.quant.recurrent import recurrent_quantizers
 
 
 def parametrize_weight(module: nn.Module) -> torch.Tensor:
@@ -102,9 +104,10 @@ def _strip_debug_info(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def to_onnx(
-    model: nn.Module, example_input: torch.Tensor, activation_type: str = "uint8"
+    model: nn.Module, example_input: torch.Tensor, activation_type: str = "uint8", recurrent_weights: str = "float"
 ) -> tuple[onnx.ModelProto, list[dict]]:
-    """Build the ONNX model (not written, not verified); returns it with the per-layer storage rows."""
+    """Build the ONNX model (not written, not verified); returns it with the per-layer storage rows.
+    `recurrent_weights="int8"`: GRU/LSTM weights stored as int8 rows (qdq_recurrent.py; smaller, slower)."""
     model = model.eval()
     if not is_quantized(model):
         return _torch_export(export_copy(model, "float"), example_input, 18), []
@@ -113,6 +116,10 @@ def to_onnx(
     opset = 21  # QuantizeLinear/DequantizeLinear with INT4 and blocked scales
     graph = _torch_export(plain, example_input, opset)
     rows = rewrite_weights(graph, weights)
+    if recurrent_weights == "int8":
+        scales = [q.scale.numpy() for _, _, _, q in recurrent_quantizers(model)]
+        stored = store_recurrent_int8(graph, scales)
+        rows += [{"layer": name, "weight": "INT8 rows (dequantized each run)", "bias": "float"} for name in stored]
     set_activation_type(graph, activation_type)
     return graph, rows
 

@@ -3,7 +3,8 @@
 A float model stores its effective state dict (masks and codebooks applied). A quantized model stores,
 for every quantized layer, its weight as integer codes (int8 tensors; sub-byte codes take few distinct
 values, so the container packs them to their width) and the scales as `<layer>.weight@scale`, instead
-of the float latent weights; activation quantizers store their scale and zero point only.
+of the float latent weights (recurrent weight matrices likewise, keyed `<module>.weight_ih_l0`, their layers
+computed in float); activation quantizers store their scale and zero point only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from edgeshrink.artifact import Artifact, Quantization
 from edgeshrink.errors import ArchitectureMismatchError, FormatError
 from edgeshrink.quant.fakequant import WeightQuant
 from edgeshrink.quant.prepare import set_mode, weight_quantizers
+from edgeshrink.quant.recurrent import reattach_recurrent_quantizers, recurrent_quantizers
 from edgeshrink.weights import effective_state_dict, mask_from_zeros
 
 SCALE_SUFFIX = "@scale"
@@ -48,18 +50,30 @@ def storage_state(artifact: Artifact) -> tuple[dict[str, torch.Tensor], dict[str
             raise FormatError("internal error: the model's weight quantizers differ from its quantization record")
         for name, _, quantizer in layers:
             key = f"{name}.weight"
-            weight = state[key]
-            scale = quantizer.expanded_scale(weight)
-            codes = torch.round(weight / scale)
-            if not torch.equal(codes * scale + 0.0, weight):
-                raise FormatError(
-                    f"internal error: {name}'s weights are not on its integer grid (a stage after quantize "
-                    "changed them); please report it"
-                )
-            state[key] = codes.to(torch.int8)
-            state[key + SCALE_SUFFIX] = quantizer.scale.detach().float().clone()
-            represents[key] = "float32"
+            _store_codes(state, represents, key, quantizer, name)
+        recorded = {key: q for key, _, _, q in recurrent_quantizers(artifact.model)}
+        if set(recorded) != set(artifact.quantization.recurrent):
+            raise FormatError("internal error: the model's recurrent quantizers differ from its quantization record")
+        for key, quantizer in recorded.items():
+            _store_codes(state, represents, key, quantizer, key)
     return state, represents
+
+
+def _store_codes(
+    state: dict[str, torch.Tensor], represents: dict[str, str], key: str, quantizer: WeightQuant, name: str
+) -> None:
+    """Replace the float tensor `state[key]` by its int8 codes and `key@scale`, checking it is on its grid."""
+    weight = state[key]
+    scale = quantizer.expanded_scale(weight)
+    codes = torch.round(weight / scale)
+    if not torch.equal(codes * scale + 0.0, weight):
+        raise FormatError(
+            f"internal error: {name}'s weights are not on its integer grid (a stage after quantize "
+            "changed them); please report it"
+        )
+    state[key] = codes.to(torch.int8)
+    state[key + SCALE_SUFFIX] = quantizer.scale.detach().float().clone()
+    represents[key] = "float32"
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
@@ -103,21 +117,23 @@ def _decode_codes(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Float weights (codes x scale) in place of each quantized layer's codes; and the scales."""
     plain, scales = dict(state), {}
-    for layer, bits in quantization.bits.items():
-        key = f"{layer}.weight"
+    tensors = {f"{layer}.weight": (layer, bits) for layer, bits in quantization.bits.items()}
+    tensors |= {key: (key, bits) for key, bits in quantization.recurrent.items()}
+    for key, (name, bits) in tensors.items():
         scale = plain.pop(key + SCALE_SUFFIX, None)
         if key not in plain:
-            raise ArchitectureMismatchError(
-                f"{source} records layer {layer!r} as quantized but stores no weight for it"
-            )
+            raise ArchitectureMismatchError(f"{source} records {name!r} as quantized but stores no weight for it")
         if scale is None:
             continue  # written before integer storage (container version 1): float weights on the grid
         codes = plain[key]
         if codes.is_floating_point():
             raise FormatError(f"{source}: {key} should hold integer codes, not {codes.dtype}; damaged file")
-        quantizer = _quantizer(codes.float(), layer, bits, quantization, scale)
+        if name in quantization.recurrent:
+            quantizer = WeightQuant(codes.float(), bits, scale=scale)
+        else:
+            quantizer = _quantizer(codes.float(), name, bits, quantization, scale)
         plain[key] = codes.float() * quantizer.expanded_scale(codes)
-        scales[layer] = scale
+        scales[name] = scale
     return plain, scales
 
 
@@ -133,5 +149,6 @@ def load_quantized(
         mask_from_zeros(module, "weight")
         quantizer = _quantizer(module.weight, layer, bits, quantization, scales.get(layer))
         parametrize.register_parametrization(module, "weight", quantizer)
+    reattach_recurrent_quantizers(skeleton, quantization.recurrent, scales)
     set_mode(skeleton, "quantize")
     return skeleton.eval()

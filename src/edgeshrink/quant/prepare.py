@@ -33,6 +33,7 @@ from torch.nn.utils import parametrize
 from edgeshrink.errors import UnsupportedLayerError
 from edgeshrink.quant.attention import decompose
 from edgeshrink.quant.fakequant import ActQuant, WeightQuant
+from edgeshrink.quant.recurrent import RECURRENT_BITS, attach_recurrent_quantizers, recurrent_quantizers
 from edgeshrink.weights import Mask, SharedWeights, baked_copy, get_mask, get_shared
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -71,6 +72,7 @@ class QuantPlan:
     folded_batchnorms: list[str] = field(default_factory=list)
     split_hardswish: int = 0  # hardswish activations run as x * hardsigmoid(x)
     gptq_rounded: list[str] = field(default_factory=list)  # layers whose codes GPTQ chose (quant/rounding.py)
+    recurrent: dict[str, int] = field(default_factory=dict)  # recurrent weight tensor -> bits (quant/recurrent.py)
 
     def to_dict(self) -> dict:
         return {
@@ -78,6 +80,7 @@ class QuantPlan:
             "activations": list(self.activations),
             "folded_batchnorms": list(self.folded_batchnorms),
             "gptq_rounded": list(self.gptq_rounded),
+            "recurrent": dict(self.recurrent),
         }
 
 
@@ -141,11 +144,13 @@ def prepare(
     reduced_range: bool = False,
     rewrite: Sequence[str] = (),
     split_hardswish: bool = False,
+    recurrent_bits: int | None = None,
 ) -> tuple[fx.GraphModule, QuantPlan]:
     """A fake-quantized copy of `model`. `bits` maps each weight layer to quantize to its weight
     bit-width; other layers stay float. `rewrite`: attention modules to decompose first (what a file
     recorded; `quant.attention.traceable` chooses them for a new model). Quantizers start in mode "off"
-    (calibrate them next). `split_hardswish`: see the module docstring (a file records it)."""
+    (calibrate them next). `split_hardswish`: see the module docstring (a file records it).
+    `recurrent_bits`: GRU/LSTM/RNN weight matrices stored as integer codes, computed in float (quant/recurrent.py)."""
     baked, masks, codebooks = _bake(model)
     if rewrite:
         decompose(baked, list(rewrite))
@@ -163,7 +168,23 @@ def prepare(
         if name not in quantized_layers:
             module = gm.get_submodule(name)
             parametrize.register_parametrization(module, "weight", Mask(mask))
+    if recurrent_bits:
+        plan.recurrent = attach_recurrent_quantizers(gm, recurrent_bits)
+        _note_recurrent_rows(plan)
     return gm, plan
+
+
+def _note_recurrent_rows(plan: QuantPlan) -> None:
+    """Recurrent layers stay float compute; their rows say their weights are stored as integer codes."""
+    modules = {key.rsplit(".", 1)[0] if "." in key else "(model)" for key in plan.recurrent}
+    for row in plan.layers:
+        if row.name in modules:
+            row.weight_bits = RECURRENT_BITS
+            row.granularity = "per row (gate unit): int8 storage, float compute"
+            row.reason = (
+                f"no integer {row.type} kernel in ONNX Runtime's or LiteRT's QDQ path: computed in float, "
+                f"its weights stored as {RECURRENT_BITS}-bit codes"
+            )
 
 
 def _split_hardswish(gm: fx.GraphModule) -> int:
@@ -359,6 +380,8 @@ def refresh_weight_scales(model: nn.Module) -> None:
                     break
                 weight = p(weight)
             quantizer.refresh(weight)
+        for _, module, param, quantizer in recurrent_quantizers(model):
+            quantizer.refresh(module.parametrizations[param].original)  # type: ignore[union-attr,index]
 
 
 def per_tensor_layers(model: nn.Module) -> list[str]:

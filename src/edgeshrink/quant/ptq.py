@@ -17,6 +17,7 @@ from edgeshrink.quant.attention import traceable
 from edgeshrink.quant.calibrate import Method
 from edgeshrink.quant.passes import calibrate, correct_bias
 from edgeshrink.quant.prepare import QUANTIZABLE, QuantPlan, prepare
+from edgeshrink.quant.recurrent import RECURRENT_BITS
 from edgeshrink.quant.rounding import gptq_round
 
 Batches = Iterable[tuple[torch.Tensor, object]]
@@ -35,6 +36,7 @@ class PTQSettings:
     bias_correction: bool = True
     split_hardswish: bool = True  # hardswish as x * hardsigmoid(x), the product on integer kernels
     rounding: Literal["nearest", "gptq"] = "nearest"  # gptq: codes chosen for the layer output (quant/rounding.py)
+    recurrent_weights: Literal["int8", "float"] = "int8"  # GRU/LSTM weights stored as codes (quant/recurrent.py)
 
 
 def build_quantized(
@@ -48,6 +50,7 @@ def build_quantized(
         learn_scales=settings.learn_scales,
         reduced_range=settings.reduced_range,
         split_hardswish=settings.split_hardswish,
+        recurrent_bits=RECURRENT_BITS if settings.recurrent_weights == "int8" else None,
     )
     calibrate(
         quantized,

@@ -23,6 +23,7 @@ from edgeshrink.quant.calibrate import Method
 from edgeshrink.quant.passes import layer_sensitivity
 from edgeshrink.quant.prepare import QuantPlan, activation_quantizers, per_tensor_layers, refresh_weight_scales
 from edgeshrink.quant.ptq import PTQSettings, build_quantized
+from edgeshrink.quant.recurrent import recurrent_note
 from edgeshrink.scope import Scope, per_layer, select_layers
 from edgeshrink.stages.base import SpaceContext, StageConfig, StageContext, Suggest, register_stage, suggest_finetune
 from edgeshrink.train import TrainConfig
@@ -45,6 +46,9 @@ class QuantizeConfig(StageConfig):
     bias_correction: bool = True
     rounding: Literal["nearest", "gptq"] = Field(
         "nearest", description="weight codes: nearest grid point, or chosen for the layer's output error (GPTQ)"
+    )
+    recurrent_weights: Literal["int8", "float"] = Field(
+        "int8", description="GRU/LSTM/RNN (float compute): weights stored as int8 codes per row, or kept float"
     )
     learn_scales: bool = Field(False, description="QAT: learn activation scales (LSQ)")
     max_accuracy_drop: float | None = Field(
@@ -93,6 +97,7 @@ class QuantizeConfig(StageConfig):
             calibration_batches=self.calibration_batches,
             bias_correction=self.bias_correction,
             rounding=self.rounding,
+            recurrent_weights=self.recurrent_weights,
         )
 
 
@@ -242,6 +247,8 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
         )
     if settings.rounding == "gptq":
         notes.append(_rounding_note(plan))
+    if plan.recurrent:
+        notes.append(recurrent_note(plan.recurrent))
     if plan.folded_batchnorms:
         notes.append(f"folded BatchNorm into the preceding conv: {', '.join(plan.folded_batchnorms)}")
     record = StageRecord(
@@ -260,5 +267,6 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
         per_tensor=per_tensor_layers(quantized),
         rewritten=rewritten,
         split_hardswish=plan.split_hardswish > 0,
+        recurrent=plan.recurrent,
     )
     return artifact.with_record(record, model=quantized, quantization=quantization)
