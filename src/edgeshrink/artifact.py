@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from edgeshrink.architecture import Arch
@@ -38,6 +38,14 @@ class Quantization(BaseModel):
         {}, description="GRU/LSTM/RNN weight tensor -> bits: integer codes, one scale per row, float compute"
     )
     activations: str = "uint8 grid, per tensor"
+
+    @field_validator("bits", "recurrent")
+    @classmethod
+    def _widths(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {k: v for k, v in value.items() if not 2 <= v <= 8}
+        if bad:
+            raise ValueError(f"weight bits must be 2..8: {bad}")
+        return value
 
     def weight_bits(self) -> list[int]:
         return sorted(set(self.bits.values()))

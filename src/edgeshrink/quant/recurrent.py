@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from edgeshrink.errors import FormatError
 from edgeshrink.quant.fakequant import WeightQuant
 
 RECURRENT = (nn.GRU, nn.LSTM, nn.RNN)
@@ -56,6 +57,11 @@ def reattach_recurrent_quantizers(model: nn.Module, bits: dict[str, int], scales
     """Put back the quantizers a file recorded, with their stored scales (`io.storage.load_quantized`)."""
     by_key = {key: (module, param) for key, module, param in recurrent_weights(model)}
     for key, width in bits.items():
+        if key not in by_key:
+            raise FormatError(
+                f"the file records {key!r} as a recurrent weight, but the model has no GRU/LSTM/RNN weight by that "
+                "name; load it into the architecture it was saved from"
+            )
         module, param = by_key[key]
         quantizer = WeightQuant(getattr(module, param), width, scale=scales.get(key))
         parametrize.register_parametrization(module, param, quantizer)
