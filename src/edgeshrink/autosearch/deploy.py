@@ -13,6 +13,7 @@ candidate's container is judged instead, and the record says so.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,9 @@ from torch import nn
 from edgeshrink.artifact import Artifact
 from edgeshrink.devices.estimate import deployment, estimate_latency
 from edgeshrink.devices.schema import Device
+from edgeshrink.io.storage import eval_mode
 from edgeshrink.measure.profile import ModelCosts, measure_artifact, measure_file
+from edgeshrink.models.layers import Resize
 
 # device kind -> formats to try, in order, and the module each needs
 FORMATS = {"mcu": ("tflm",), "phone": ("pte", "tflite"), "sbc": ("pte", "tflite"), "gpu-board": ("pte", "tflite")}
@@ -82,7 +85,11 @@ def deploy(
 
     path = folder / FILE_NAME[fmt]
     options = {"compress": "auto"} if fmt == "tflm" else {}
+    artifact, resize, notes = split_input_resize(artifact, verify)
+    if resize is not None:
+        verify, calibration = [resize(x) for x in verify], [resize(x) for x in calibration]
     result = export(artifact, path, format=fmt, verify_data=verify, calibration=calibration, threads=threads, **options)
+    model = result.model if resize is None else nn.Sequential(resize, result.model).eval()
     arena = result.extra.get("arena_bytes")
     if fmt == "pte":
         from edgeshrink.api.deployed import pte_costs
@@ -93,8 +100,32 @@ def deploy(
     ram, ram_source = _from_file(path, fmt, costs, device, arena)
     latency = estimate_latency(costs, device)
     return Deployable(
-        str(path), fmt, result.runtime, result.bytes, ram, ram_source, latency.ms, latency.provenance, result.model
+        str(path), fmt, result.runtime, result.bytes, ram, ram_source, latency.ms, latency.provenance, model, notes
     )
+
+
+def split_input_resize(artifact: Artifact, inputs: list[torch.Tensor]) -> tuple[Artifact, Resize | None, list[str]]:
+    """A zoo family's input resize (its `resolution` knob) moved out of the file, into the device's input pipeline.
+
+    Inside an int8 file the resize runs on the int8 input, and each runtime rounds its integer bilinear
+    resize its own way: TFLite Micro's files of resized candidates differed from the PyTorch int8 model by 2-3
+    output steps and were refused. A camera or sensor pipeline resizes before the model anyway, so the file
+    takes the resized input and the device does the resize (the same float bilinear op). Split only when the
+    model without its resize computes exactly what the whole model computes on `inputs`."""
+    resize = getattr(artifact.model, "resize", None)
+    if not isinstance(resize, Resize) or resize.size is None or not inputs:
+        return artifact, None, []
+    inner = copy.deepcopy(artifact.model).eval()
+    inner.resize = Resize(None)
+    with eval_mode(artifact.model), torch.no_grad():
+        if not torch.equal(inner(resize(inputs[0])), artifact.model(inputs[0])):
+            return artifact, None, []
+    shape = (*inputs[0].shape[1:-2], resize.size, resize.size)
+    arch = artifact.arch.model_copy(update={"input_shape": list(shape)}) if artifact.arch.input_shape else artifact.arch
+    size = f"{resize.size}x{resize.size}"
+    note = f"the input is resized to {size} before the file (bilinear, in the device's input pipeline)"
+    split = artifact.replace(model=inner, arch=arch, example_input=torch.zeros(1, *shape))
+    return split, copy.deepcopy(resize), [note]
 
 
 def _container(artifact: Artifact, device: Device) -> Deployable:
