@@ -118,6 +118,33 @@ def _default_target(artifact: Path, format: str, suffix: str) -> Path:
     return where / default if default else where
 
 
+ActivationTypeOpt = Annotated[
+    str | None, typer.Option(help="onnx, quantized models: uint8 (U8S8), int8 (S8S8) or auto (time both)")
+]
+RecurrentWeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="onnx, quantized models: GRU/LSTM weights as float (default, fastest) or int8 rows (a smaller "
+        "file, dequantized on every run)"
+    ),
+]
+QuantizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="tflite: none, float16, dynamic, int8 (a float model is calibrated on the task's data) or auto; "
+        "pte: none, int8 or auto"
+    ),
+]
+NameOpt = Annotated[str | None, typer.Option(help="c: symbol and file prefix (NAME_data.h, NAME_data.cc)")]
+PrecisionOpt = Annotated[
+    str | None, typer.Option(help="ncnn: fp16 (auto) or fp32 weights; coreml: fp32 or fp16 (auto: the model's)")
+]
+CompressOpt = Annotated[
+    str | None,
+    typer.Option(help="tflm / c: weight compression: auto (smallest per tensor), lut, prune, huffman, none"),
+]
+
+
 def export(
     artifact: ArtifactArg,
     format: Annotated[
@@ -132,31 +159,12 @@ def export(
     data_dir: DataDirOpt = None,
     model: ModelOpt = None,
     verify: Annotated[bool, typer.Option(help="run the file on the task's test split and compare with PyTorch")] = True,
-    activation_type: Annotated[
-        str | None, typer.Option(help="onnx, quantized models: uint8 (U8S8), int8 (S8S8) or auto (time both)")
-    ] = None,
-    recurrent_weights: Annotated[
-        str | None,
-        typer.Option(
-            help="onnx, quantized models: GRU/LSTM weights as float (default, fastest) or int8 rows (a smaller "
-            "file, dequantized on every run)"
-        ),
-    ] = None,
-    quantize: Annotated[
-        str | None,
-        typer.Option(
-            help="tflite: none, float16, dynamic, int8 (a float model is calibrated on the task's data) or auto; "
-            "pte: none, int8 or auto"
-        ),
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="c: symbol and file prefix (NAME_data.h, NAME_data.cc)")] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="ncnn: fp16 (auto) or fp32 weights; coreml: fp32 or fp16 (auto: the model's)")
-    ] = None,
-    compress: Annotated[
-        str | None,
-        typer.Option(help="tflm / c: weight compression: auto (smallest per tensor), lut, prune, huffman, none"),
-    ] = None,
+    activation_type: ActivationTypeOpt = None,
+    recurrent_weights: RecurrentWeightsOpt = None,
+    quantize: QuantizeOpt = None,
+    name: NameOpt = None,
+    precision: PrecisionOpt = None,
+    compress: CompressOpt = None,
     verify_examples: Annotated[int, typer.Option(help="test examples used for verification (0: all)")] = 0,
     calibration_examples: Annotated[int, typer.Option(help="int8 of a float model: training examples")] = 512,
 ) -> None:
@@ -167,14 +175,8 @@ def export(
 
     exporter = get_exporter(format)
     exporter.require()
-    given = dict(
-        activation_type=activation_type,
-        recurrent_weights=recurrent_weights,
-        quantize=quantize,
-        name=name,
-        compress=compress,
-        precision=precision,
-    )
+    given = {"activation_type": activation_type, "recurrent_weights": recurrent_weights, "quantize": quantize}
+    given |= {"name": name, "compress": compress, "precision": precision}
     options = {k: v for k, v in given.items() if v is not None}
     exporter.resolve(options)  # a wrong option fails before the model is loaded
     t, art = open_artifact(artifact, task, model)

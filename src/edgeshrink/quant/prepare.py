@@ -33,7 +33,7 @@ from torch.nn.utils import parametrize
 from edgeshrink.errors import UnsupportedLayerError
 from edgeshrink.quant.attention import decompose
 from edgeshrink.quant.fakequant import ActQuant, WeightQuant
-from edgeshrink.quant.recurrent import RECURRENT_BITS, attach_recurrent_quantizers, recurrent_quantizers
+from edgeshrink.quant.recurrent import attach_recurrent_quantizers, note_recurrent_rows, recurrent_quantizers
 from edgeshrink.weights import Mask, SharedWeights, baked_copy, get_mask, get_shared
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -170,21 +170,8 @@ def prepare(
             parametrize.register_parametrization(module, "weight", Mask(mask))
     if recurrent_bits:
         plan.recurrent = attach_recurrent_quantizers(gm, recurrent_bits)
-        _note_recurrent_rows(plan)
+        note_recurrent_rows(plan.layers, plan.recurrent)
     return gm, plan
-
-
-def _note_recurrent_rows(plan: QuantPlan) -> None:
-    """Recurrent layers stay float compute; their rows say their weights are stored as integer codes."""
-    modules = {key.rsplit(".", 1)[0] if "." in key else "(model)" for key in plan.recurrent}
-    for row in plan.layers:
-        if row.name in modules:
-            row.weight_bits = RECURRENT_BITS
-            row.granularity = "per row (gate unit): int8 storage, float compute"
-            row.reason = (
-                f"no integer {row.type} kernel in ONNX Runtime's or LiteRT's QDQ path: computed in float, "
-                f"its weights stored as {RECURRENT_BITS}-bit codes"
-            )
 
 
 def _split_hardswish(gm: fx.GraphModule) -> int:

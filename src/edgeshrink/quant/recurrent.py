@@ -67,6 +67,19 @@ def reattach_recurrent_quantizers(model: nn.Module, bits: dict[str, int], scales
         parametrize.register_parametrization(module, param, quantizer)
 
 
+def note_recurrent_rows(rows: list, recurrent: dict[str, int]) -> None:
+    """The plan's rows (`quant.prepare.LayerPlan`) of recurrent layers: float compute, weights stored as codes."""
+    modules = {key.rsplit(".", 1)[0] if "." in key else "(model)" for key in recurrent}
+    for row in rows:
+        if row.name in modules:
+            row.weight_bits = RECURRENT_BITS
+            row.granularity = "per row (gate unit): int8 storage, float compute"
+            row.reason = (
+                f"no integer {row.type} kernel in ONNX Runtime's or LiteRT's QDQ path: computed in float, "
+                f"its weights stored as {RECURRENT_BITS}-bit codes"
+            )
+
+
 def recurrent_note(bits: dict[str, int]) -> str:
     """What the stage says about recurrent layers."""
     modules = sorted({key.rsplit(".", 1)[0] for key in bits})
