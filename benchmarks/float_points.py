@@ -30,12 +30,11 @@ from torch import fx, nn
 import edgeshrink
 from edgeshrink.quant.fakequant import ActQuant
 from edgeshrink.recipes import load_recipe
-from edgeshrink.tasks.data import Split
-from edgeshrink.tasks.registry import load_task
-from edgeshrink.train import Progress, evaluate
+from edgeshrink.train import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODEL_TASKS, add_run_options, baseline, run_models, task_data_dir  # noqa: E402
+from calibration_samples import add_sample_options, measure, parse_sample_args, run_samples  # noqa: E402
+from common import run_models  # noqa: E402
 
 FACTORS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.2)
 RECURRENT = (nn.GRU, nn.LSTM, nn.RNN)
@@ -82,51 +81,29 @@ def refine_ranges(quantized: nn.Module, model: nn.Module, inputs: list[torch.Ten
         quantizer.scale.copy_(start * best)
 
 
-def _measure(quantized: nn.Module, held: torch.Tensor, reference: torch.Tensor, data) -> dict:
-    with torch.no_grad():
-        mse = float(((quantized(held) - reference) ** 2).mean())
-    return {"held_out_logit_mse": mse, "test_accuracy": evaluate(quantized, data.test.loader(1000))}
-
-
-def _one_sample(model, task, data, seed: int, n: int) -> dict[str, dict]:
-    sample = data.train.subset(2 * n, seed=seed)  # the calibration sample of the other benchmarks, then held-out
-    calibration, held = Split(sample.inputs[:n], sample.labels[:n]), sample.inputs[n:]
-    with torch.no_grad():
-        reference = model(held)
+def _one_sample(model, task, data, calibration, held, reference, seed: int) -> dict[str, dict]:
+    """The int8 recipe's model as shipped, with each float point switched on, and range-refined."""
     with tempfile.TemporaryDirectory() as tmp:
         result = edgeshrink.compress(
             model, load_recipe("int8"), calibration_loader=calibration.loader(128), out=Path(tmp), seed=seed,
             arch=task.arch, progress=False,
         )  # fmt: skip
     quantized = result.model.eval()
-    rows = {"int8": _measure(quantized, held, reference, data)}
+    rows = {"int8": measure(quantized, held, reference, data)}
     for name, names in float_points(quantized).items():
         for q in names:
             quantized.get_submodule(q).mode = "off"
-        rows[name] = _measure(quantized, held, reference, data) | {"quantizers_off": names}
+        rows[name] = measure(quantized, held, reference, data) | {"quantizers_off": names}
         for q in names:
             quantized.get_submodule(q).mode = "quantize"
     refine_ranges(quantized, model, [x for x, _ in calibration.loader(256)])
-    rows["range-refined"] = _measure(quantized, held, reference, data)
+    rows["range-refined"] = measure(quantized, held, reference, data)
     return rows
 
 
 def run_model(name: str, args, progress: Progress) -> dict:
-    task = load_task(MODEL_TASKS[name])
-    data = task.data(task_data_dir(args.data_dir, task))
-    model = baseline(task.name, data, args.cache_dir, args.seed, progress)[0].eval()
-    samples = {}
-    for seed in args.calibration_seeds or [args.seed]:
-        progress.line(f"[{name}] int8, float points and range search, calibration sample {seed}")
-        samples[seed] = _one_sample(model, task, data, seed, args.calibration_images)
-    keys = ("held_out_logit_mse", "test_accuracy")
-    variants = next(iter(samples.values()))
-    return {
-        "model": name,
-        "fp32_test_accuracy": evaluate(model, data.test.loader(1000)),
-        "calibration_samples": {str(k): v for k, v in samples.items()},
-        "variants": {v: {k: float(np.mean([s[v][k] for s in samples.values()])) for k in keys} for v in variants},
-    }
+    entry, means = run_samples(name, args, progress, _one_sample, "int8, float points and range search")
+    return entry | {"variants": means}
 
 
 def markdown(entries: list[dict]) -> str:
@@ -142,17 +119,8 @@ def markdown(entries: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, required=True, help="folder with mnist/ and fashion-mnist/")
-    parser.add_argument("--out", type=Path, default=Path("results.json"))
-    parser.add_argument("--models", default="gru")
-    parser.add_argument("--calibration-images", type=int, default=2048)
-    parser.add_argument(
-        "--calibration-seeds", default="", help="average over these calibration samples (default: --seed's only)"
-    )
-    add_run_options(parser, "runs/float-points")
-    args = parser.parse_args(argv)
-    args.calibration_seeds = [int(x) for x in args.calibration_seeds.split(",") if x.strip()]
-    return run_models("float-points", args, run_model, markdown)
+    add_sample_options(parser, "gru", "runs/float-points")
+    return run_models("float-points", parse_sample_args(parser, argv), run_model, markdown)
 
 
 if __name__ == "__main__":

@@ -39,19 +39,18 @@ def test_models_without_a_resize_are_left_alone():
 
 
 def test_a_resize_that_is_not_the_first_op_is_not_split():
-    class Late(nn.Module):
+    class Late(nn.Module):  # a clamp before the resize: resizing first would change what the model computes
         def __init__(s):
             super().__init__()
             s.resize = _model(16).resize
-            s.scale = nn.Parameter(torch.tensor(2.0))
 
         def forward(s, x):
-            return s.resize(x * s.scale).flatten(1)
+            return s.resize(x.clamp(max=0.5)).flatten(1)
 
     model, x = Late().eval(), torch.rand(4, 1, 28, 28)
-    split, resize, _ = split_input_resize(Artifact(model, example_input=x[:1]), [x])
-    with torch.no_grad():
-        assert torch.equal(split.model(x) if resize is None else split.model(resize(x)), model(x))
+    art = Artifact(model, example_input=x[:1])
+    split, resize, notes = split_input_resize(art, [x])
+    assert split is art and resize is None and notes == []
 
 
 @pytest.mark.skipif(
