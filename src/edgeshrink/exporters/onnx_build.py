@@ -2,6 +2,8 @@
 dynamic batch dimension and, for quantized models, QDQ with edgeshrink's own integers and scales.
 
 - float models: the exporter's graph (BatchNorm folded), fp32 or fp16 weights;
+- both: batch flattens written as Flatten, spatial means as GlobalAveragePool, which ONNX Runtime runs
+  faster than the exporter's Reshape and ReduceMean (onnx_simplify.py);
 - quantized models: activation quantizers as QuantizeLinear/DequantizeLinear pairs (a custom op, so the
   batch dimension stays dynamic), weights rewritten into INT8/INT4 initializers with their
   per-channel (or blocked) scales and int32 biases (qdq.py).
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from edgeshrink.errors import ExportError
+from edgeshrink.exporters.onnx_simplify import simplify
 from edgeshrink.exporters.qdq import QuantizedWeight, rewrite_weights, set_activation_type
 from edgeshrink.exporters.qdq_recurrent import store_recurrent_int8
 from edgeshrink.quant.export_copy import export_copy
@@ -90,7 +93,9 @@ def _torch_export(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.M
             raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {first}") from None
         finally:
             quiet.setLevel(level)
-        return _strip_debug_info(onnx.load(str(path)))
+        graph = _strip_debug_info(onnx.load(str(path)))
+    simplify(graph)
+    return graph
 
 
 def _strip_debug_info(model: onnx.ModelProto) -> onnx.ModelProto:
