@@ -4,8 +4,9 @@
         runs/quantization-benchmark/lenet5/int8-ptq.onnx runs/quantization-benchmark/lenet5/brevitas-ptq.onnx
 
 Every file gets its own session (2 threads, no spinning, as the export and the benchmarks time), and
-each repeat times all of them interleaved on one random batch (edgeshrink's own timer): the median of
-each repeat, and the ratio to the first file. When the order of the files changes between repeats,
+each repeat builds new sessions (in a random order) and times all of them interleaved on one random batch
+(edgeshrink's own timer): the median of each repeat, and the ratio to the first file; the last line gives
+each file's median over the repeats. When the order of the files changes between repeats,
 their difference is below what this machine can measure. Run it alone: it is a measurement.
 """
 
@@ -23,15 +24,20 @@ from edgeshrink.runtimes.onnxruntime import make_session, time_interleaved
 
 
 def retime(paths: list[Path], batch: int, runs: int, repeats: int, threads: int) -> list[dict[str, float]]:
-    """Median milliseconds of each file in each repeat."""
-    sessions = {p.as_posix(): make_session(p.read_bytes(), threads) for p in paths}
-    spec = next(iter(sessions.values())).get_inputs()[0]
+    """Median milliseconds of each file in each repeat. Every repeat builds new sessions, in a new random
+    order: one session keeps its own speed for its whole life (three sessions of one file, timed together:
+    one ran 2-3% faster than the other two in four of four repeats), so sessions kept across repeats
+    would repeat that luck instead of averaging it out."""
+    spec = make_session(paths[0].read_bytes(), threads).get_inputs()[0]
     shape = [batch] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    order = np.random.default_rng(1)
     out = []
     for _ in range(repeats):
-        timings = time_interleaved(sessions, x, runs=runs, warmup=10, threads=threads)
-        out.append({k: t.median_ms for k, t in timings.items()})
+        built = {p.as_posix(): make_session(p.read_bytes(), threads) for p in order.permutation(paths)}
+        timings = time_interleaved(built, x, runs=runs, warmup=10, threads=threads)
+        out.append({p.as_posix(): timings[p.as_posix()].median_ms for p in paths})
+        del built
     return out
 
 
@@ -49,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{cpu_model() or platform.processor()}: batch {args.batch}, {args.runs} runs, median ms (x the first file)")
     for i, row in enumerate(rows, 1):
         print(f"repeat {i}: " + ", ".join(f"{Path(k).name} {v:.4f} ({v / row[first]:.2f}x)" for k, v in row.items()))
+    medians = {k: float(np.median([row[k] for row in rows])) for k in rows[0]}
+    print("median: " + ", ".join(f"{Path(k).name} {v:.4f} ({v / medians[first]:.3f}x)" for k, v in medians.items()))
     if args.out:
         args.out.write_text(json.dumps({"batch": args.batch, "runs": args.runs, "repeats": rows}, indent=1))
     return 0

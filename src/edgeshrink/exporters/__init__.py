@@ -3,7 +3,7 @@
 base.py          the registry (`register_exporter`, `list_exporters`, `get_exporter`) and the contract
                  (build -> run in the runtime -> compare -> write), `export_model`
 onnx.py          --format onnx (onnx_build.py: PyTorch -> ONNX; qdq.py: integer initializers, U8S8/S8S8;
-                 onnx_simplify.py: Flatten / GlobalAveragePool for the exporter's Reshape / ReduceMean)
+                 onnx_simplify.py: GlobalAveragePool for the exporter's spatial ReduceMean)
 tflite.py        --format tflite (tflite_build.py: litert-torch, float16 / dynamic / full int8)
 pte.py           --format pte (ExecuTorch, XNNPACK delegate, fp32 / int8)
 coreml.py        --format coreml (palettized / sparse weights; coreml_check.py: the structural check on Linux)
