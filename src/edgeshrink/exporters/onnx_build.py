@@ -2,11 +2,11 @@
 dynamic batch dimension and, for quantized models, QDQ with edgeshrink's own integers and scales.
 
 - float models: the exporter's graph (BatchNorm folded), fp32 or fp16 weights;
-- both: spatial means written as GlobalAveragePool, which ONNX Runtime runs as an integer kernel where
-  the exporter's ReduceMean runs in float (onnx_simplify.py);
 - quantized models: activation quantizers as QuantizeLinear/DequantizeLinear pairs (a custom op, so the
   batch dimension stays dynamic), weights rewritten into INT8/INT4 initializers with their
-  per-channel (or blocked) scales and int32 biases (qdq.py).
+  per-channel (or blocked) scales and int32 biases (qdq.py);
+- both: spatial means written as GlobalAveragePool, which ONNX Runtime runs as an integer kernel where
+  the exporter's ReduceMean runs in float (onnx_simplify.py).
 """
 
 from __future__ import annotations
