@@ -20,25 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from edgeshrink.environment import cpu_model
-from edgeshrink.runtimes.onnxruntime import make_session, time_interleaved
+from edgeshrink.runtimes.onnxruntime import make_session, time_in_new_sessions
 
 
 def retime(paths: list[Path], batch: int, runs: int, repeats: int, threads: int) -> list[dict[str, float]]:
-    """Median milliseconds of each file in each repeat. Every repeat builds new sessions, in a new random
-    order: one session keeps its own speed for its whole life (three sessions of one file, timed together:
-    one ran 2-3% faster than the other two in four of four repeats), so sessions kept across repeats
-    would repeat that luck instead of averaging it out."""
+    """Median milliseconds of each file in each repeat, every repeat with new sessions (time_in_new_sessions)."""
     spec = make_session(paths[0].read_bytes(), threads).get_inputs()[0]
     shape = [batch] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    order = np.random.default_rng(1)
-    out = []
-    for _ in range(repeats):
-        built = {p.as_posix(): make_session(p.read_bytes(), threads) for p in order.permutation(paths)}
-        timings = time_interleaved(built, x, runs=runs, warmup=10, threads=threads)
-        out.append({p.as_posix(): timings[p.as_posix()].median_ms for p in paths})
-        del built
-    return out
+    graphs = {p.as_posix(): p.read_bytes() for p in paths}
+    return time_in_new_sessions(graphs, x, runs=runs, rounds=repeats, warmup=10, threads=threads)
 
 
 def main(argv: list[str] | None = None) -> int:

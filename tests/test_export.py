@@ -96,12 +96,11 @@ def test_failed_verification_writes_nothing(tmp_path, monkeypatch):
 def test_kernel_choice_follows_the_measurement(tmp_path, monkeypatch, fastest):
     """The activation type with the faster measured kernels is written; fp32 is recommended when faster."""
     import edgeshrink.exporters.onnx as exporter
-    from edgeshrink.runtimes.onnxruntime import Timing
 
-    def fake_timings(sessions, inputs, **_):
-        return {k: Timing(1.0 if k == fastest else 2.0, 2.0, 30, 1, 2) for k in sessions}
+    def fake_timings(graphs, inputs, runs, rounds, **_):
+        return [{k: 1.0 if k == fastest else 2.0 for k in graphs}] * rounds
 
-    monkeypatch.setattr(exporter, "time_interleaved", fake_timings)
+    monkeypatch.setattr(exporter, "time_in_new_sessions", fake_timings)
     torch.manual_seed(0)
     x = loaders()[1].inputs
     qmodel, _ = prepare(SmallNet().eval(), {"conv": 8, "fc1": 8, "fc2": 8}, reduced_range=True)
@@ -193,3 +192,17 @@ def test_shared_thread_pool_computes_the_same_and_refuses_what_onnx_runtime_cann
     refusals = [line for line in done.stdout.splitlines() if line.startswith("refused:")]
     assert len(refusals) == 2 and "pool has 2 threads" in refusals[0]
     assert "own thread pool" in refusals[1]
+
+
+def test_new_sessions_time_every_graph_in_every_round(tmp_path):
+    """time_in_new_sessions: one median per graph per round, from sessions that really ran the graph (a
+    graph ONNX Runtime cannot run at this batch raises, as a kept session would)."""
+    from edgeshrink.runtimes.onnxruntime import time_in_new_sessions
+
+    torch.manual_seed(0)
+    x = loaders()[1].inputs
+    graph = to_onnx(SmallNet().eval(), x[:1])[0].SerializeToString()
+    rounds = time_in_new_sessions({"a": graph, "b": graph}, x[:4].numpy(), runs=3, rounds=2, threads=1)
+    assert len(rounds) == 2 and all(set(r) == {"a", "b"} and min(r.values()) > 0 for r in rounds)
+    with pytest.raises(Exception):  # noqa: B017 - ONNX Runtime's own error for a wrong input shape
+        time_in_new_sessions({"a": graph}, x[:4, :, :5].numpy(), runs=1, rounds=1, threads=1)

@@ -23,7 +23,7 @@ from edgeshrink.exporters.qdq import set_activation_type
 from edgeshrink.hardware import int8_weights_saturate
 from edgeshrink.quant.prepare import is_quantized, weight_quantizers
 from edgeshrink.quant.recurrent import recurrent_quantizers
-from edgeshrink.runtimes.onnxruntime import make_session, run_session, time_interleaved
+from edgeshrink.runtimes.onnxruntime import make_session, run_session, time_in_new_sessions
 
 KERNELS = {"uint8": "U8S8", "int8": "S8S8"}
 
@@ -54,31 +54,22 @@ ROUNDS = 3  # each with new sessions: one ONNX Runtime session keeps its own spe
 
 
 def _timings(graphs: dict[str, bytes], example: torch.Tensor, threads: int) -> dict[int, dict[str, float]]:
-    """Median milliseconds of every graph at each of TIMED_BATCHES: ROUNDS rounds, each building new sessions
-    in a new order and timing them interleaved, then the median over the rounds (so no graph keeps one
-    session's luck). The runs scale so that each graph is timed for about 0.3 s in all (a 0.1 ms model is
-    timed 400 times, not 30). A batch the graph cannot take is skipped."""
-    order = np.random.default_rng(0)
-    rounds: dict[int, list[dict[str, float]]] = {}
-    runs: dict[int, int] = {}
-    for _ in range(ROUNDS):
-        sessions = {k: make_session(graphs[k], threads) for k in order.permutation(list(graphs))}
-        for batch in TIMED_BATCHES:
-            x = example[:1].repeat(batch, *[1] * (example.dim() - 1)).numpy()
-            if batch not in runs:
-                try:
-                    probe = time_interleaved(sessions, x, runs=5, warmup=2, threads=threads)
-                except Exception:  # noqa: BLE001 - a graph with a fixed batch dimension: batch 1 decides
-                    if batch == 1:
-                        raise
-                    runs[batch] = 0
-                    continue
-                slowest = max(t.median_ms for t in probe.values())
-                runs[batch] = int(min(400, max(20, 300.0 / max(slowest, 1e-3))) // ROUNDS) + 1
-            if runs[batch]:
-                timed = time_interleaved(sessions, x, runs=runs[batch], warmup=5, threads=threads)
-                rounds.setdefault(batch, []).append({k: t.median_ms for k, t in timed.items()})
-    return {b: {k: float(np.median([r[k] for r in rs])) for k in graphs} for b, rs in rounds.items()}
+    """Median milliseconds of every graph at each of TIMED_BATCHES over ROUNDS rounds of new sessions. The
+    runs scale so that each graph is timed for about 0.3 s in all (a 0.1 ms model is timed 400 times, not
+    30: its kernels differ by less than the noise of 30 runs). A batch the graph cannot take is skipped."""
+    out = {}
+    for batch in TIMED_BATCHES:
+        x = example[:1].repeat(batch, *[1] * (example.dim() - 1)).numpy()
+        try:
+            probe = time_in_new_sessions(graphs, x, runs=5, rounds=1, warmup=2, threads=threads)[0]
+        except Exception:  # noqa: BLE001 - a graph with a fixed batch dimension: batch 1 decides
+            if batch == 1:
+                raise
+            continue
+        runs = int(min(400, max(20, 300.0 / max(max(probe.values()), 1e-3))) // ROUNDS) + 1
+        rounds = time_in_new_sessions(graphs, x, runs=runs, rounds=ROUNDS, threads=threads)
+        out[batch] = {k: float(np.median([r[k] for r in rounds])) for k in graphs}
+    return out
 
 
 def choose_kernels(

@@ -127,6 +127,22 @@ def time_interleaved(
     return time_calls_interleaved(calls, inputs.shape[0], runs, warmup, threads)
 
 
+def time_in_new_sessions(
+    graphs: dict[str, bytes], inputs: np.ndarray, runs: int, rounds: int, warmup: int = 5, threads: int = 2
+) -> list[dict[str, float]]:
+    """Median milliseconds of every graph in each of `rounds` rounds; each round builds new sessions, in a
+    new random order, and times them interleaved. One session keeps its own speed for its life (three
+    sessions of one file, timed together: one 2-3% faster than the others in four of four repeats), so
+    sessions kept across rounds would repeat that luck instead of averaging it out."""
+    order = np.random.default_rng(0)
+    out = []
+    for _ in range(rounds):
+        sessions = {str(k): make_session(graphs[str(k)], threads) for k in order.permutation(list(graphs))}
+        timed = time_interleaved(sessions, inputs, runs=runs, warmup=warmup, threads=threads)
+        out.append({k: timed[k].median_ms for k in graphs})
+    return out
+
+
 def onnxruntime_version() -> str:
     import onnxruntime as ort
 
