@@ -26,7 +26,7 @@ from calibration_samples import add_sample_options, measure, parse_sample_args, 
 from common import run_models  # noqa: E402
 
 METHODS = ("minmax", "percentile", "mse", "kl")
-ROUNDINGS = ("nearest", "gptq")
+ROUNDINGS = ("nearest", "gptq", "gptq-float")
 
 
 def _variants(args) -> list[tuple[str, str, str]]:

@@ -38,6 +38,7 @@ from common import run_models  # noqa: E402
 
 FACTORS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.2)
 RECURRENT = (nn.GRU, nn.LSTM, nn.RNN)
+ROUNDING = ""  # set from --rounding
 
 
 def _quantizer(gm: fx.GraphModule, node: fx.Node) -> str | None:
@@ -83,9 +84,12 @@ def refine_ranges(quantized: nn.Module, model: nn.Module, inputs: list[torch.Ten
 
 def _one_sample(model, task, data, calibration, held, reference, seed: int) -> dict[str, dict]:
     """The int8 recipe's model as shipped, with each float point switched on, and range-refined."""
+    recipe = load_recipe("int8")
+    if ROUNDING:  # --rounding: the int8 recipe with another weight rounding
+        recipe = recipe.model_copy(update={"stages": [recipe.stages[0].model_copy(update={"rounding": ROUNDING})]})
     with tempfile.TemporaryDirectory() as tmp:
         result = edgeshrink.compress(
-            model, load_recipe("int8"), calibration_loader=calibration.loader(128), out=Path(tmp), seed=seed,
+            model, recipe, calibration_loader=calibration.loader(128), out=Path(tmp), seed=seed,
             arch=task.arch, progress=False,
         )  # fmt: skip
     quantized = result.model.eval()
@@ -120,7 +124,11 @@ def markdown(entries: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_sample_options(parser, "gru", "runs/float-points")
-    return run_models("float-points", parse_sample_args(parser, argv), run_model, markdown)
+    parser.add_argument("--rounding", default="", help="the int8 recipe's weight rounding instead of its own")
+    args = parse_sample_args(parser, argv)
+    global ROUNDING
+    ROUNDING = args.rounding
+    return run_models("float-points", args, run_model, markdown)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,22 @@
 (scales unchanged, pruned zeros zero), the layer outputs move closer to float, and the mean error is
 folded into the bias. Oracles: torch's own conv and linear, and nearest rounding on the same model."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgeshrink.quant.passes import calibrate
-from edgeshrink.quant.prepare import activation_quantizers, prepare, refresh_weight_scales, weight_quantizers
+from edgeshrink.quant.prepare import (
+    activation_quantizers,
+    prepare,
+    refresh_weight_scales,
+    weight_quantizers,
+)
 from edgeshrink.quant.ptq import PTQSettings, post_training_quantize
-from edgeshrink.quant.rounding import _columns, gptq_round
+from edgeshrink.quant.recurrent import recurrent_quantizers
+from edgeshrink.quant.rounding import _columns, _float_target, gptq_round
 from edgeshrink.weights import attach_mask
 
 
@@ -76,7 +83,8 @@ def test_gptq_outputs_are_closer_to_float_than_nearest_rounding(bits):
     assert errors["gptq"] < 0.9 * errors["nearest"], errors
 
 
-def test_gptq_keeps_the_grid_and_the_pruned_zeros():
+@pytest.mark.parametrize("float_targets", [False, True])
+def test_gptq_keeps_the_grid_and_the_pruned_zeros(float_targets):
     model, batches = _net(), _batches()
     mask = (torch.rand(model[0].weight.shape, generator=torch.Generator().manual_seed(2)) > 0.5).float()
     attach_mask(model[0], "weight", mask)
@@ -84,7 +92,7 @@ def test_gptq_keeps_the_grid_and_the_pruned_zeros():
     calibrate(quantized, batches, method="minmax")
     before = {name: q.scale.clone() for name, _, q in weight_quantizers(quantized)}
     nearest = {name: q.integers(m.weight.detach()) for name, m, q in weight_quantizers(quantized)}
-    assert gptq_round(quantized, batches, bias_correction=False) == ["0", "2", "5"]
+    assert gptq_round(quantized, batches, bias_correction=False, float_targets=float_targets) == ["0", "2", "5"]
     consistent, moved = 0, 0
     for name, module, quantizer in weight_quantizers(quantized):
         quantizer.enabled = False
@@ -156,3 +164,83 @@ def test_a_layer_whose_hessian_cannot_be_inverted_is_left_as_it_was(monkeypatch)
     assert gptq_round(quantized, batches) == []
     for name, module, _ in weight_quantizers(quantized):
         assert torch.equal(module.parametrizations.weight.original, before[name]), name
+
+
+def test_the_float_target_is_the_least_squares_fit_to_the_float_outputs():
+    """V = W C^T H~^-1 against numpy's least squares of the float outputs W x on the quantized inputs x~."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4096, 12, generator=g).double() + 0.3
+    noisy = x + 0.05 * torch.randn(x.shape, generator=g).double()  # what a quantized model feeds the layer
+    weight = torch.randn(5, 12, generator=g)
+    hessian, cross = 2 * noisy.T @ noisy / len(x), noisy.T @ x / len(x)
+    fit = np.linalg.lstsq(noisy.numpy(), (x @ weight.double().T).numpy(), rcond=None)[0].T
+    got = _float_target(weight, hessian, cross).double().numpy()
+    assert np.abs(got - fit).max() < 0.02 * np.abs(fit).max()
+    assert np.abs(got - weight.numpy()).max() > 0.1 * np.abs(got - fit).max()  # the fit moved W
+    exact = _float_target(weight, 2 * x.T @ x / len(x), x.T @ x / len(x))  # no input error: V = W
+    assert torch.allclose(exact, weight, atol=1e-5)
+
+
+def test_float_targets_bring_the_output_closer_to_the_float_model():
+    """Each layer aims at the float model's output, so the whole network's error on other inputs (activation
+    quantizers on) is smaller than when each layer aims at its own float weights on its quantized inputs."""
+    model, batches = _net(), _batches()
+    x = torch.cat([b[0] for b in _batches(seed=7)])
+    errors = {}
+    with torch.no_grad():
+        for rounding in ("gptq", "gptq-float"):
+            quantized, plan = post_training_quantize(
+                model, batches, 4, PTQSettings(calibration="minmax", rounding=rounding)
+            )
+            assert plan.gptq_rounded == ["0", "2", "5"]
+            errors[rounding] = float(((quantized(x) - model(x)) ** 2).mean())
+    assert errors["gptq-float"] < 0.9 * errors["gptq"], errors
+
+
+class _Recurrent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv1d(6, 16, 3, padding=1)
+        self.gru = nn.GRU(16, 12, batch_first=True)
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(torch.relu(self.conv(x)).transpose(1, 2))
+        return self.head(out[:, -1])
+
+
+def _gate_inputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """W_ih x + b_ih of the model's GRU: the part of its gates computed from its input."""
+    seen = []
+    handle = model.gru.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    with torch.no_grad():
+        model(x)
+        handle.remove()
+        return F.linear(seen[0], model.gru.weight_ih_l0, model.gru.bias_ih_l0)
+
+
+def test_a_recurrent_layers_input_weights_are_rounded_on_their_row_grid():
+    """GRU weight_ih_l0 codes stay on the calibrated per-row grid, and its gate inputs on the quantized
+    model's inputs come closer to the float model's than with nearest rounding (what GPTQ minimises)."""
+    model = _Recurrent().eval()
+    g = torch.Generator().manual_seed(3)
+    batches = [(torch.randn(64, 6, 10, generator=g), None) for _ in range(4)]
+    x = torch.cat([b[0] for b in batches])
+    reference = _gate_inputs(model, x)
+    errors = {}
+    for rounding in ("nearest", "gptq-float"):
+        quantized, plan = post_training_quantize(
+            model, batches, 8, PTQSettings(calibration="minmax", rounding=rounding)
+        )
+        [(key, gru, _, quantizer)] = [r for r in recurrent_quantizers(quantized) if r[2] == "weight_ih_l0"]
+        quantizer.enabled = False
+        stored = gru.weight_ih_l0.detach()
+        quantizer.enabled = True
+        assert torch.allclose(quantizer.compute_scale(stored), quantizer.scale)  # the grid did not move
+        assert (key in plan.gptq_rounded) == (rounding != "nearest")
+        if rounding != "nearest":  # the stored weights are codes x the calibrated per-row scale
+            codes = stored / quantizer.expanded_scale(stored)
+            assert torch.allclose(codes, codes.round(), atol=1e-4)
+        errors[rounding] = float(((_gate_inputs(quantized, x) - reference) ** 2).mean())
+    assert errors["gptq-float"] < errors["nearest"], errors

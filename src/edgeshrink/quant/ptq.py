@@ -35,7 +35,8 @@ class PTQSettings:
     calibration_batches: int = 16
     bias_correction: bool = True
     split_hardswish: bool = True  # hardswish as x * hardsigmoid(x), the product on integer kernels
-    rounding: Literal["nearest", "gptq"] = "nearest"  # gptq: codes chosen for the layer output (quant/rounding.py)
+    # gptq: codes chosen for the layer's output; gptq-float: for the float model's output (quant/rounding.py)
+    rounding: Literal["nearest", "gptq", "gptq-float"] = "nearest"
     recurrent_weights: Literal["int8", "float"] = "int8"  # GRU/LSTM weights stored as codes (quant/recurrent.py)
 
 
@@ -59,8 +60,14 @@ def build_quantized(
         percentile=settings.percentile,
         num_batches=settings.calibration_batches,
     )
-    if settings.rounding == "gptq":
-        plan.gptq_rounded = gptq_round(quantized, batches, settings.calibration_batches, settings.bias_correction)
+    if settings.rounding != "nearest":
+        plan.gptq_rounded = gptq_round(
+            quantized,
+            batches,
+            settings.calibration_batches,
+            settings.bias_correction,
+            float_targets=settings.rounding == "gptq-float",
+        )
     if settings.bias_correction:  # the layers GPTQ rounded are corrected already: their shift here is 0
         correct_bias(quantized, batches, num_batches=max(1, settings.calibration_batches // 2))
     return quantized.eval(), plan

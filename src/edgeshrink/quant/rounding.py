@@ -15,22 +15,55 @@ shared codebook (one grid per tensor), convolutions `F.unfold` cannot express, a
 Hessian cannot be inverted are left as they are (nearest rounding; bias correction still applies).
 With `bias_correction`, the mean output error of the rounded weights is folded into the bias (Nagel
 et al. 2019), measured on the same inputs.
+
+With `float_targets` the target is the float model's output instead of the layer's own float weights
+on its quantized inputs: minimise ||W x - Q x~||^2, x what the float model feeds the layer and x~ what
+the quantized model feeds it (the error-correcting objective of GPFQ, Lybrand & Saab 2021, and Qronos,
+Zhang et al. 2025). Its minimiser over real weights is V = W C^T H~^-1 (C = x~ x^T, H~ = x~ x~^T), and
+||W x - Q x~||^2 = ||V x~ - Q x~||^2 + const, so GPTQ rounds V on H~: each layer absorbs part of the
+activation rounding of the layers before it. A GRU/LSTM's input weights (`weight_ih_l0`, per-row codes,
+quant/recurrent.py) are rounded the same way: their input is the quantized tensor a float recurrent
+layer reads. Layers with pruned zeros keep the plain objective (V would fill the zeros).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgeshrink.quant.fakequant import WeightQuant, weight_qmax
-from edgeshrink.quant.prepare import weight_quantizers
+from edgeshrink.quant.prepare import set_mode, weight_quantizers
+from edgeshrink.quant.recurrent import RECURRENT, recurrent_quantizers
 from edgeshrink.weights import Mask
 
 Batches = Iterable[tuple[torch.Tensor, object]]
 DAMPING = 0.01  # of the mean diagonal of H: keeps the inverse stable when inputs are collinear
+
+
+@dataclass(frozen=True)
+class Target:
+    """One weight tensor GPTQ rounds: `module.<param>` under `quantizer`, reported as `name`."""
+
+    name: str
+    module: nn.Module
+    param: str
+    quantizer: WeightQuant
+
+
+@dataclass
+class Statistics:
+    """Per group: H = 2 x~^T x~ / n and the mean quantized input; with float targets also C = x~^T x / n
+    and the mean float input."""
+
+    hessian: torch.Tensor
+    mean: torch.Tensor
+    cross: torch.Tensor | None = None
+    float_mean: torch.Tensor | None = None
 
 
 def _conv_geometry(module: nn.Module) -> tuple[tuple[int, ...], ...] | None:
@@ -49,7 +82,7 @@ def _conv_geometry(module: nn.Module) -> tuple[tuple[int, ...], ...] | None:
 
 def _columns(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The layer's input as [groups, samples, columns]: what each output channel's weights multiply."""
-    if isinstance(module, nn.Linear):
+    if isinstance(module, (nn.Linear, *RECURRENT)):  # features last; a recurrent layer's input weights
         return x.reshape(1, -1, x.shape[-1])
     kernel, stride, padding, dilation = _conv_geometry(module)  # type: ignore[misc]
     if isinstance(module, nn.Conv1d):
@@ -60,27 +93,37 @@ def _columns(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return patches.permute(1, 0, 3, 2).reshape(groups, -1, patches.shape[2])
 
 
-def roundable(module: nn.Module, quantizer: WeightQuant) -> bool:
-    """Whether GPTQ can round this layer: a Linear or an unfoldable conv, on its own per-channel grid,
-    with at most a pruning mask under the quantizer (so the stored weight can be set to the codes)."""
-    under = list(module.parametrizations.weight)[:-1]  # type: ignore[union-attr]
+def roundable(module: nn.Module, quantizer: WeightQuant, param: str = "weight") -> bool:
+    """Whether GPTQ can round this tensor: a Linear's or an unfoldable conv's weight, or a recurrent
+    layer's first input weights, on its own per-channel grid, with at most a pruning mask under the
+    quantizer (so the stored weight can be set to the codes)."""
+    under = list(module.parametrizations[param])[:-1]  # type: ignore[union-attr,index]
     if quantizer.per_tensor or not quantizer.enabled or not all(isinstance(p, Mask) for p in under):
         return False
+    if isinstance(module, RECURRENT):
+        return param == "weight_ih_l0"
     return isinstance(module, nn.Linear) or _conv_geometry(module) is not None
 
 
-def _execution_order(model: nn.Module, layers: list[tuple[str, nn.Module, WeightQuant]], x: torch.Tensor) -> list:
-    """`layers` in the order the model first calls them on `x` (layers it never calls are left out)."""
-    order: list = []
+def _targets(model: nn.Module) -> list[Target]:
+    """Every tensor of `model` GPTQ can round."""
+    layers = [Target(name, m, "weight", q) for name, m, q in weight_quantizers(model)]
+    layers += [Target(key, m, param, q) for key, m, param, q in recurrent_quantizers(model)]
+    return [t for t in layers if roundable(t.module, t.quantizer, t.param)]
 
-    def hooked(entry: tuple[str, nn.Module, WeightQuant]):
+
+def _execution_order(model: nn.Module, targets: list[Target], x: torch.Tensor) -> list[Target]:
+    """`targets` in the order the model first calls their layers on `x` (layers it never calls are left out)."""
+    order: list[Target] = []
+
+    def hooked(target: Target):
         def hook(mod: nn.Module, args: tuple) -> None:
-            if entry not in order:
-                order.append(entry)
+            if target not in order:
+                order.append(target)
 
-        return entry[1].register_forward_pre_hook(hook)
+        return target.module.register_forward_pre_hook(hook)
 
-    hooks = [hooked(entry) for entry in layers]
+    hooks = [hooked(target) for target in targets]
     try:
         model(x)
     finally:
@@ -89,23 +132,44 @@ def _execution_order(model: nn.Module, layers: list[tuple[str, nn.Module, Weight
     return order
 
 
-def _statistics(model: nn.Module, module: nn.Module, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """H = 2 X^T X / n and the mean input column, per group, over the layer's calibration inputs."""
-    sums: dict[str, torch.Tensor] = {}
+class _Reached(Exception):
+    """Raised by a pre-hook once the layer's input is captured: the rest of the forward is not needed."""
+
+
+def _layer_inputs(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`module`'s input columns when `model` runs on `x` (its first call); the forward stops there."""
+    seen: list[torch.Tensor] = []
 
     def hook(mod, args):
-        cols = _columns(mod, args[0].detach().double())
-        sums["h"] = sums.get("h", 0) + cols.transpose(1, 2) @ cols
-        sums["mean"] = sums.get("mean", 0) + cols.sum(dim=1)
-        sums["n"] = sums.get("n", 0) + cols.shape[1]
+        seen.append(_columns(mod, args[0].detach().double()))
+        raise _Reached
 
     handle = module.register_forward_pre_hook(hook)
     try:
-        for x in inputs:
-            model(x)
+        model(x)
+    except _Reached:
+        pass
     finally:
         handle.remove()
-    return 2 * sums["h"] / sums["n"], sums["mean"] / sums["n"]
+    return seen[0]
+
+
+def _statistics(
+    model: nn.Module, module: nn.Module, inputs: list[torch.Tensor], reference: tuple[nn.Module, nn.Module] | None
+) -> Statistics:
+    """The layer's input statistics over the calibration inputs; `reference` is (float model, its copy of
+    the layer) when the target is the float model's output."""
+    h = mean = cross = float_mean = 0
+    n = 0
+    for x in inputs:
+        cols = _layer_inputs(model, module, x)
+        h, mean, n = h + cols.transpose(1, 2) @ cols, mean + cols.sum(dim=1), n + cols.shape[1]
+        if reference is not None:
+            exact = _layer_inputs(*reference, x)
+            cross, float_mean = cross + cols.transpose(1, 2) @ exact, float_mean + exact.sum(dim=1)
+    if reference is None:
+        return Statistics(2 * h / n, mean / n)
+    return Statistics(2 * h / n, mean / n, cross / n, float_mean / n)  # type: ignore[operator]
 
 
 def gptq_codes(
@@ -138,46 +202,92 @@ def gptq_codes(
     return restored
 
 
-def _round_layer(
-    module: nn.Module, quantizer: WeightQuant, hessian: torch.Tensor, mean: torch.Tensor, bias: bool
-) -> bool:
-    """Set the layer's weights to its GPTQ codes x scale (and shift its bias); False, and the layer
-    untouched, when a group's Hessian cannot be inverted."""
+def _float_target(weight: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
+    """V = W C^T H~^-1: the real weights whose output on the quantized inputs is closest to the float
+    model's output. Written V = W + W (C - H~)^T H~^-1 and damped as GPTQ damps H~ in the correction
+    term only, so V = W exactly when the inputs carry no quantization error (damping the whole product
+    would shrink W along the inputs' weak directions)."""
+    exact = hessian.double() / 2
+    h = exact.clone()
+    dead = torch.diagonal(h) == 0
+    h[dead, dead] = 1.0
+    h += DAMPING * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    w = weight.double()
+    return (w + torch.linalg.solve(h, (cross.double() - exact) @ w.T).T).float()
+
+
+def _bias_name(target: Target) -> str | None:
+    """The bias the rounding's mean error folds into (a recurrent layer's input bias), None if it has none."""
+    if isinstance(target.module, RECURRENT):
+        return "bias_ih_l0" if target.module.bias else None
+    return "bias"
+
+
+def _round_layer(target: Target, stats: Statistics, bias: bool) -> bool:
+    """Set the tensor to its GPTQ codes x scale (and shift its bias); False, and the layer untouched, when
+    a group's Hessian cannot be inverted."""
+    module, quantizer = target.module, target.quantizer
     quantizer.enabled = False
-    weight = module.weight.detach().float()
+    weight = getattr(module, target.param).detach().float()
     quantizer.enabled = True
     scale = quantizer.expanded_scale(weight).expand_as(weight)
     qmax = weight_qmax(quantizer.bits, quantizer.reduced)
     keep = (weight == 0) | (weight.abs() >= scale * (qmax - 0.5))  # zeros, and the elements that set a scale
-    groups = hessian.shape[0]
+    groups = stats.hessian.shape[0]
     flat_w, flat_s, flat_k = (t.reshape(groups, weight.shape[0] // groups, -1) for t in (weight, scale, keep))
-    per_group = [gptq_codes(flat_w[g], flat_s[g], hessian[g], qmax, flat_k[g]) for g in range(groups)]
+    goal, corrected = flat_w, stats.cross is not None and not bool((weight == 0).any())
+    if corrected:  # the elements that set a scale keep their own code, so the grid stays the calibrated one
+        goal = torch.stack([_float_target(flat_w[g], stats.hessian[g], stats.cross[g]) for g in range(groups)])
+        goal = torch.where(flat_k, flat_w, goal)
+    per_group = [gptq_codes(goal[g], flat_s[g], stats.hessian[g], qmax, flat_k[g]) for g in range(groups)]
     if any(c is None for c in per_group):
         return False
-    codes = torch.stack(per_group)  # type: ignore[arg-type]
-    rounded = (codes * flat_s).reshape(weight.shape)
+    quantized = torch.stack(per_group) * flat_s  # type: ignore[arg-type]
     with torch.no_grad():
-        if bias:
-            shift = ((flat_w - codes * flat_s) @ mean.float().unsqueeze(-1)).reshape(-1)
-            if module.bias is None:
-                module.bias = nn.Parameter(torch.zeros_like(shift))
-            module.bias.add_(shift)
-        module.parametrizations.weight.original.copy_(rounded)  # type: ignore[union-attr]
+        bias_name = _bias_name(target)
+        if bias and bias_name is not None:
+            mean = stats.mean.float().unsqueeze(-1)
+            exact = flat_w @ (stats.float_mean.float().unsqueeze(-1) if corrected else mean)  # type: ignore[union-attr]
+            shift = (exact - quantized @ mean).reshape(-1)
+            if getattr(module, bias_name) is None:
+                setattr(module, bias_name, nn.Parameter(torch.zeros_like(shift)))
+            getattr(module, bias_name).add_(shift)
+        module.parametrizations[target.param].original.copy_(quantized.reshape(weight.shape))  # type: ignore[index]
     return True
 
 
+def _float_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every quantizer off: the float model the quantized one approximates."""
+    reference = copy.deepcopy(model)
+    set_mode(reference, "off")
+    for _, _, _, quantizer in recurrent_quantizers(reference):
+        quantizer.enabled = False
+    for _, _, quantizer in weight_quantizers(reference):
+        quantizer.enabled = False
+    return reference
+
+
 @torch.no_grad()
-def gptq_round(model: nn.Module, batches: Batches, num_batches: int = 16, bias_correction: bool = True) -> list[str]:
-    """Round every roundable layer of a calibrated fake-quantized `model` by GPTQ, in execution order;
-    returns the names of the layers rounded. The weights kept are the rounded ones (codes x scale)."""
+def gptq_round(
+    model: nn.Module,
+    batches: Batches,
+    num_batches: int = 16,
+    bias_correction: bool = True,
+    float_targets: bool = False,
+) -> list[str]:
+    """Round every roundable tensor of a calibrated fake-quantized `model` by GPTQ, in execution order;
+    returns the names of the tensors rounded (layer names; 'gru.weight_ih_l0' for a recurrent layer).
+    The weights kept are the rounded ones (codes x scale). `float_targets`: aim at the float model's
+    output (see the module docstring)."""
     inputs = [x for i, (x, _) in enumerate(batches) if i < num_batches]
     if not inputs:
         raise ValueError("GPTQ rounding needs at least one batch of calibration data")
     model.eval()
-    layers = [(name, m, q) for name, m, q in weight_quantizers(model) if roundable(m, q)]
+    reference = _float_copy(model).eval() if float_targets else None
+    names = {id(m): name for name, m in model.named_modules()}
     rounded = []
-    for name, module, quantizer in _execution_order(model, layers, inputs[0]):
-        hessian, mean = _statistics(model, module, inputs)
-        if _round_layer(module, quantizer, hessian, mean, bias_correction):
-            rounded.append(name)
+    for target in _execution_order(model, _targets(model), inputs[0]):
+        twin = (reference, reference.get_submodule(names[id(target.module)])) if reference is not None else None
+        if _round_layer(target, _statistics(model, target.module, inputs, twin), bias_correction):
+            rounded.append(target.name)
     return rounded

@@ -44,8 +44,10 @@ class QuantizeConfig(StageConfig):
     percentile: float = Field(99.99, gt=50, le=100)
     calibration_batches: int = Field(16, ge=1)
     bias_correction: bool = True
-    rounding: Literal["nearest", "gptq"] = Field(
-        "nearest", description="weight codes: nearest grid point, or chosen for the layer's output error (GPTQ)"
+    rounding: Literal["nearest", "gptq", "gptq-float"] = Field(
+        "nearest",
+        description="weight codes: nearest grid point, or chosen by GPTQ for the layer's output error on its "
+        "quantized inputs (gptq) or for the float model's output (gptq-float: also absorbs earlier layers' errors)",
     )
     recurrent_weights: Literal["int8", "float"] = Field(
         "int8", description="GRU/LSTM/RNN (float compute): weights stored as int8 codes per row, or kept float"
@@ -78,7 +80,7 @@ class QuantizeConfig(StageConfig):
             weight_bits=int(trial.suggest_categorical(f"{prefix}.weight_bits", [4, 8])),
             calibration=trial.suggest_categorical(f"{prefix}.calibration", ["mse", "percentile", "minmax"]),
             bias_correction=trial.suggest_categorical(f"{prefix}.bias_correction", [True, False]),
-            rounding=trial.suggest_categorical(f"{prefix}.rounding", ["nearest", "gptq"]),
+            rounding=trial.suggest_categorical(f"{prefix}.rounding", ["nearest", "gptq", "gptq-float"]),
             finetune=suggest_finetune(trial, f"{prefix}.finetune", ctx, (1e-5, 1e-3), min_epochs=0),
         )
 
@@ -203,11 +205,15 @@ def _choose_bits(
     return quantized, plan, ctx.train(quantized, cfg.finetune, "quantize (QAT)"), sensitivity
 
 
-def _rounding_note(plan: QuantPlan) -> str:
-    """Which layers GPTQ rounded, and which kept nearest rounding."""
+def _rounding_note(plan: QuantPlan, rounding: str) -> str:
+    """Which layers GPTQ rounded (and for what), and which kept nearest rounding."""
     layers = [p.name for p in plan.layers if p.status == "quantized"]
     nearest = [n for n in layers if n not in plan.gptq_rounded]
-    note = f"weights rounded by GPTQ for each layer's output: {len(plan.gptq_rounded)} of {len(layers)} layers"
+    recurrent = [n for n in plan.gptq_rounded if n not in layers]  # 'gru.weight_ih_l0': float compute
+    aim = "the float model's output" if rounding == "gptq-float" else "each layer's output"
+    note = f"weights rounded by GPTQ for {aim}: {len(layers) - len(nearest)} of {len(layers)} layers"
+    if recurrent:
+        note += f", and the input weights of {', '.join(recurrent)}"
     return note + (
         f"; nearest rounding kept (a shared codebook, a conv F.unfold cannot express, or a singular "
         f"input Hessian): {', '.join(nearest)}"
@@ -245,8 +251,8 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
             "8-bit weights use -63..63: this x86 CPU has no VNNI, and ONNX Runtime's int8 kernels saturate "
             'at 16 bits with full-range weights (set weight_range = "full" for a VNNI or ARM target)'
         )
-    if settings.rounding == "gptq":
-        notes.append(_rounding_note(plan))
+    if settings.rounding != "nearest":
+        notes.append(_rounding_note(plan, settings.rounding))
     if plan.recurrent:
         notes.append(recurrent_note(plan.recurrent))
     if plan.folded_batchnorms:
