@@ -17,7 +17,7 @@ from edgeshrink.quant.prepare import (
 )
 from edgeshrink.quant.ptq import PTQSettings, post_training_quantize
 from edgeshrink.quant.recurrent import recurrent_quantizers
-from edgeshrink.quant.rounding import _columns, _float_target, gptq_round
+from edgeshrink.quant.rounding import _columns, _execution_order, _float_target, _statistics, _targets, gptq_round
 from edgeshrink.weights import attach_mask
 
 
@@ -244,3 +244,33 @@ def test_a_recurrent_layers_input_weights_are_rounded_on_their_row_grid():
             assert torch.allclose(codes, codes.round(), atol=1e-4)
         errors[rounding] = float(((_gate_inputs(quantized, x) - reference) ** 2).mean())
     assert errors["gptq-float"] < errors["nearest"], errors
+
+
+class _Shared(nn.Module):
+    """One Linear applied to two different inputs in each forward (tied weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x) + self.proj(2 * x + 1)
+
+
+def test_a_layer_called_twice_is_rounded_for_both_calls():
+    model = _Shared().eval()
+    batches = [(torch.randn(64, 8, generator=torch.Generator().manual_seed(5)), None)]
+    quantized, _ = prepare(model, {"proj": 8})
+    calibrate(quantized, batches, method="minmax")
+    [(target, calls)] = _execution_order(quantized, _targets(quantized), batches[0][0]).items()
+    assert calls == 2
+    stats = _statistics(quantized, target.module, [batches[0][0]], calls, None)
+    seen = []
+    handle = target.module.register_forward_pre_hook(lambda mod, args: seen.append(args[0].double()))
+    with torch.no_grad():
+        quantized(batches[0][0])
+    handle.remove()
+    both = torch.cat(seen)  # the inputs of both calls, as the layer saw them
+    assert torch.allclose(stats.hessian[0], 2 * both.T @ both / len(both))
+    assert torch.allclose(stats.mean[0], both.mean(dim=0))

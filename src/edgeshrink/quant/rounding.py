@@ -12,7 +12,9 @@ The grid (per-channel or per-group scales) stays the one calibration chose: ever
 magnitude set its scale keeps its nearest code (qmax), and exact zeros (pruned weights) stay zero, so
 the scales recomputed from the rounded weights are unchanged and sparsity survives. Layers on a
 shared codebook (one grid per tensor), convolutions `F.unfold` cannot express, and layers whose input
-Hessian cannot be inverted are left as they are (nearest rounding; bias correction still applies).
+Hessian cannot be inverted or whose input is not a tensor (a packed sequence) are left as they are
+(nearest rounding; bias correction still applies). A layer called more than once per forward (shared
+weights) is rounded for all its calls.
 With `bias_correction`, the mean output error of the rounded weights is folded into the bias (Nagel
 et al. 2019), measured on the same inputs.
 
@@ -112,14 +114,14 @@ def _targets(model: nn.Module) -> list[Target]:
     return [t for t in layers if roundable(t.module, t.quantizer, t.param)]
 
 
-def _execution_order(model: nn.Module, targets: list[Target], x: torch.Tensor) -> list[Target]:
-    """`targets` in the order the model first calls their layers on `x` (layers it never calls are left out)."""
-    order: list[Target] = []
+def _execution_order(model: nn.Module, targets: list[Target], x: torch.Tensor) -> dict[Target, int]:
+    """`targets` in the order the model first calls their layers on `x`, each with how many times one
+    forward calls it (layers it never calls are left out)."""
+    calls: dict[Target, int] = {}
 
     def hooked(target: Target):
         def hook(mod: nn.Module, args: tuple) -> None:
-            if target not in order:
-                order.append(target)
+            calls[target] = calls.get(target, 0) + 1
 
         return target.module.register_forward_pre_hook(hook)
 
@@ -129,20 +131,23 @@ def _execution_order(model: nn.Module, targets: list[Target], x: torch.Tensor) -
     finally:
         for h in hooks:
             h.remove()
-    return order
+    return calls
 
 
 class _Reached(Exception):
-    """Raised by a pre-hook once the layer's input is captured: the rest of the forward is not needed."""
+    """Raised by a pre-hook once the layer's inputs are captured: the rest of the forward is not needed."""
 
 
-def _layer_inputs(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`module`'s input columns when `model` runs on `x` (its first call); the forward stops there."""
-    seen: list[torch.Tensor] = []
+def _layer_inputs(model: nn.Module, module: nn.Module, x: torch.Tensor, calls: int) -> torch.Tensor | None:
+    """`module`'s input columns over its `calls` calls when `model` runs on `x` (the forward stops after
+    the last); None when its input is not a tensor (a packed sequence)."""
+    seen: list[torch.Tensor | None] = []
 
     def hook(mod, args):
-        seen.append(_columns(mod, args[0].detach().double()))
-        raise _Reached
+        tensor = isinstance(args[0], torch.Tensor)
+        seen.append(_columns(mod, args[0].detach().double()) if tensor else None)
+        if len(seen) == calls or not tensor:
+            raise _Reached
 
     handle = module.register_forward_pre_hook(hook)
     try:
@@ -151,21 +156,29 @@ def _layer_inputs(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch
         pass
     finally:
         handle.remove()
-    return seen[0]
+    if not seen or any(cols is None for cols in seen):
+        return None
+    return torch.cat(seen, dim=1)  # type: ignore[arg-type]
 
 
 def _statistics(
-    model: nn.Module, module: nn.Module, inputs: list[torch.Tensor], reference: tuple[nn.Module, nn.Module] | None
-) -> Statistics:
+    model: nn.Module,
+    module: nn.Module,
+    inputs: list[torch.Tensor],
+    calls: int,
+    reference: tuple[nn.Module, nn.Module] | None,
+) -> Statistics | None:
     """The layer's input statistics over the calibration inputs; `reference` is (float model, its copy of
-    the layer) when the target is the float model's output."""
+    the layer) when the target is the float model's output. None when an input is not a tensor."""
     h = mean = cross = float_mean = 0
     n = 0
     for x in inputs:
-        cols = _layer_inputs(model, module, x)
+        cols = _layer_inputs(model, module, x, calls)
+        exact = _layer_inputs(*reference, x, calls) if reference is not None else cols
+        if cols is None or exact is None or exact.shape != cols.shape:
+            return None
         h, mean, n = h + cols.transpose(1, 2) @ cols, mean + cols.sum(dim=1), n + cols.shape[1]
         if reference is not None:
-            exact = _layer_inputs(*reference, x)
             cross, float_mean = cross + cols.transpose(1, 2) @ exact, float_mean + exact.sum(dim=1)
     if reference is None:
         return Statistics(2 * h / n, mean / n)
@@ -286,8 +299,9 @@ def gptq_round(
     reference = _float_copy(model).eval() if float_targets else None
     names = {id(m): name for name, m in model.named_modules()}
     rounded = []
-    for target in _execution_order(model, _targets(model), inputs[0]):
+    for target, calls in _execution_order(model, _targets(model), inputs[0]).items():
         twin = (reference, reference.get_submodule(names[id(target.module)])) if reference is not None else None
-        if _round_layer(target, _statistics(model, target.module, inputs, twin), bias_correction):
+        stats = _statistics(model, target.module, inputs, calls, twin)
+        if stats is not None and _round_layer(target, stats, bias_correction):
             rounded.append(target.name)
     return rounded
