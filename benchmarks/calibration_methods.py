@@ -18,11 +18,16 @@ import tempfile
 from pathlib import Path
 
 import edgeshrink
-from edgeshrink.recipes import load_recipe
 from edgeshrink.train import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibration_samples import add_sample_options, measure, parse_sample_args, run_samples  # noqa: E402
+from calibration_samples import (  # noqa: E402
+    add_sample_options,
+    int8_recipe,
+    measure,
+    parse_sample_args,
+    run_samples,
+)
 from common import run_models  # noqa: E402
 
 METHODS = ("minmax", "percentile", "mse", "kl")
@@ -40,13 +45,12 @@ def _sample(variants: list[tuple[str, str, str]]):
     """Every method on one calibration sample (see calibration_samples.py)."""
 
     def one_sample(model, task, data, calibration, held, reference, seed: int) -> dict[str, dict]:
-        recipe = load_recipe("int8")
         rows = {}
         for name, method, rounding in variants:
-            stage = recipe.stages[0].model_copy(update={"calibration": method, "rounding": rounding})
+            recipe = int8_recipe(calibration=method, rounding=rounding)
             with tempfile.TemporaryDirectory() as tmp:
                 result = edgeshrink.compress(
-                    model, recipe.model_copy(update={"stages": [stage]}), calibration_loader=calibration.loader(128),
+                    model, recipe, calibration_loader=calibration.loader(128),
                     out=Path(tmp), seed=seed, arch=task.arch, progress=False,
                 )  # fmt: skip
             rows[name] = measure(result.model.eval(), held, reference, data)

@@ -14,6 +14,7 @@ import torch
 from common import MODEL_TASKS, add_run_options, baseline, task_data_dir  # noqa: E402
 from torch import nn
 
+from edgeshrink.recipes import Recipe, load_recipe
 from edgeshrink.tasks.data import Split
 from edgeshrink.tasks.registry import load_task
 from edgeshrink.train import Progress, evaluate
@@ -39,6 +40,12 @@ def parse_sample_args(parser: argparse.ArgumentParser, argv: list[str] | None) -
     args = parser.parse_args(argv)
     args.calibration_seeds = [int(x) for x in args.calibration_seeds.split(",") if x.strip()]
     return args
+
+
+def int8_recipe(**stage: object) -> Recipe:
+    """The built-in `int8` recipe with its quantize stage's settings overridden by `stage` (none: as shipped)."""
+    recipe = load_recipe("int8")
+    return recipe.model_copy(update={"stages": [recipe.stages[0].model_copy(update=stage)]})
 
 
 def measure(quantized: nn.Module, held: torch.Tensor, reference: torch.Tensor, data) -> dict[str, float]:

@@ -29,16 +29,20 @@ from torch import fx, nn
 
 import edgeshrink
 from edgeshrink.quant.fakequant import ActQuant
-from edgeshrink.recipes import load_recipe
 from edgeshrink.train import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibration_samples import add_sample_options, measure, parse_sample_args, run_samples  # noqa: E402
+from calibration_samples import (  # noqa: E402
+    add_sample_options,
+    int8_recipe,
+    measure,
+    parse_sample_args,
+    run_samples,
+)
 from common import run_models  # noqa: E402
 
 FACTORS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.2)
 RECURRENT = (nn.GRU, nn.LSTM, nn.RNN)
-ROUNDING = ""  # set from --rounding
 
 
 def _quantizer(gm: fx.GraphModule, node: fx.Node) -> str | None:
@@ -82,31 +86,34 @@ def refine_ranges(quantized: nn.Module, model: nn.Module, inputs: list[torch.Ten
         quantizer.scale.copy_(start * best)
 
 
-def _one_sample(model, task, data, calibration, held, reference, seed: int) -> dict[str, dict]:
-    """The int8 recipe's model as shipped, with each float point switched on, and range-refined."""
-    recipe = load_recipe("int8")
-    if ROUNDING:  # --rounding: the int8 recipe with another weight rounding
-        recipe = recipe.model_copy(update={"stages": [recipe.stages[0].model_copy(update={"rounding": ROUNDING})]})
-    with tempfile.TemporaryDirectory() as tmp:
-        result = edgeshrink.compress(
-            model, recipe, calibration_loader=calibration.loader(128), out=Path(tmp), seed=seed,
-            arch=task.arch, progress=False,
-        )  # fmt: skip
-    quantized = result.model.eval()
-    rows = {"int8": measure(quantized, held, reference, data)}
-    for name, names in float_points(quantized).items():
-        for q in names:
-            quantized.get_submodule(q).mode = "off"
-        rows[name] = measure(quantized, held, reference, data) | {"quantizers_off": names}
-        for q in names:
-            quantized.get_submodule(q).mode = "quantize"
-    refine_ranges(quantized, model, [x for x, _ in calibration.loader(256)])
-    rows["range-refined"] = measure(quantized, held, reference, data)
-    return rows
+def _sample(stage: dict[str, object]):
+    """The int8 recipe's model (its quantize stage updated by `stage`), with each float point switched on,
+    and range-refined, on one calibration sample (see calibration_samples.py)."""
+
+    def one_sample(model, task, data, calibration, held, reference, seed: int) -> dict[str, dict]:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = edgeshrink.compress(
+                model, int8_recipe(**stage), calibration_loader=calibration.loader(128), out=Path(tmp), seed=seed,
+                arch=task.arch, progress=False,
+            )  # fmt: skip
+        quantized = result.model.eval()
+        rows = {"int8": measure(quantized, held, reference, data)}
+        for name, names in float_points(quantized).items():
+            for q in names:
+                quantized.get_submodule(q).mode = "off"
+            rows[name] = measure(quantized, held, reference, data) | {"quantizers_off": names}
+            for q in names:
+                quantized.get_submodule(q).mode = "quantize"
+        refine_ranges(quantized, model, [x for x, _ in calibration.loader(256)])
+        rows["range-refined"] = measure(quantized, held, reference, data)
+        return rows
+
+    return one_sample
 
 
 def run_model(name: str, args, progress: Progress) -> dict:
-    entry, means = run_samples(name, args, progress, _one_sample, "int8, float points and range search")
+    stage = {"rounding": args.rounding} if args.rounding else {}
+    entry, means = run_samples(name, args, progress, _sample(stage), "int8, float points and range search")
     return entry | {"variants": means}
 
 
@@ -125,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_sample_options(parser, "gru", "runs/float-points")
     parser.add_argument("--rounding", default="", help="the int8 recipe's weight rounding instead of its own")
-    args = parse_sample_args(parser, argv)
-    global ROUNDING
-    ROUNDING = args.rounding
-    return run_models("float-points", args, run_model, markdown)
+    return run_models("float-points", parse_sample_args(parser, argv), run_model, markdown)
 
 
 if __name__ == "__main__":

@@ -18,22 +18,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODEL_TASKS, task_data_dir  # noqa: E402
 
+from edgeshrink.runtimes.onnxruntime import make_session, run_session  # noqa: E402
 from edgeshrink.tasks.registry import load_task  # noqa: E402
 
 
 def predictions(path: Path, images: np.ndarray, threads: int = 2) -> np.ndarray:
     """Top-1 class of every image, one image per run (any exported batch size accepts it)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.array([int(session.run(None, {name: images[i : i + 1]})[0].argmax()) for i in range(len(images))])
+    session = make_session(path, threads)
+    return np.array([int(run_session(session, images[i : i + 1]).argmax()) for i in range(len(images))])
 
 
 def paired(first: np.ndarray, second: np.ndarray, labels: np.ndarray) -> dict[str, float]:

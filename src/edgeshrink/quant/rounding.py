@@ -185,6 +185,15 @@ def _statistics(
     return Statistics(2 * h / n, mean / n, cross / n, float_mean / n)  # type: ignore[operator]
 
 
+def _damped(hessian: torch.Tensor) -> torch.Tensor:
+    """A copy of `hessian` that can be inverted: inputs that were always zero get a unit diagonal, and
+    DAMPING x the mean diagonal is added to all."""
+    h = hessian.clone()
+    dead = torch.diagonal(h) == 0
+    h[dead, dead] = 1.0
+    return h + DAMPING * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+
+
 def gptq_codes(
     weight: torch.Tensor, scale: torch.Tensor, hessian: torch.Tensor, qmax: int, keep: torch.Tensor
 ) -> torch.Tensor | None:
@@ -192,10 +201,7 @@ def gptq_codes(
     with the error moved onto later columns (GPTQ). `keep` marks elements forced to their nearest code.
     None when the Hessian cannot be inverted."""
     cols = weight.shape[1]
-    h = hessian.clone()
-    dead = torch.diagonal(h) == 0
-    h[dead, dead] = 1.0
-    h += DAMPING * torch.diagonal(h).mean() * torch.eye(cols, dtype=h.dtype)
+    h = _damped(hessian)
     order = torch.argsort(torch.diagonal(h), descending=True)
     h = h[order][:, order]
     try:
@@ -221,10 +227,7 @@ def _float_target(weight: torch.Tensor, hessian: torch.Tensor, cross: torch.Tens
     term only, so V = W exactly when the inputs carry no quantization error (damping the whole product
     would shrink W along the inputs' weak directions)."""
     exact = hessian.double() / 2
-    h = exact.clone()
-    dead = torch.diagonal(h) == 0
-    h[dead, dead] = 1.0
-    h += DAMPING * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    h = _damped(exact)
     w = weight.double()
     return (w + torch.linalg.solve(h, (cross.double() - exact) @ w.T).T).float()
 
