@@ -90,20 +90,25 @@ def baseline(
     validate: bool = True,
     val_split=None,
     tag: str = "",
+    shift: int = 0,
 ):
     """The trained baseline from the cache, or trained now with the task's own setup (and cached).
     Returns (model, seconds spent training, whether it came from the cache).
 
     `epochs` and `train_subset` override the task's (and then name the cache file); `validate=False`
     skips the per-epoch accuracy (slow for large models), measured on `val_split` when given (a split held
-    out of `data`'s training set, whose `tag` then names the cache file), else on the test split.
+    out of `data`'s training set, whose `tag` then names the cache file), else on the test split. `shift`
+    trains on images shifted by up to that many pixels (`TrainConfig.shift`; names the cache file too).
     """
     task = load_task(task_name)
     if epochs is not None:
         task = dataclasses.replace(task, train=task.train.model_copy(update={"epochs": epochs}))
     if train_subset is not None:
         task = dataclasses.replace(task, train_subset=train_subset)
-    tag += "".join(f"-{k}{v}" for k, v in (("e", epochs), ("n", train_subset)) if v is not None)
+    if shift:
+        task = dataclasses.replace(task, train=task.train.model_copy(update={"shift": shift}))
+    named = (("e", epochs), ("n", train_subset), ("shift", shift or None))
+    tag += "".join(f"-{k}{v}" for k, v in named if v is not None)
     path = cache_dir / f"{task_name}-seed{seed}{tag}.pt"
     if path.is_file():
         return load(path, task.build_model()).model, 0.0, True

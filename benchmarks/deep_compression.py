@@ -42,7 +42,9 @@ def run_model(name: str, recipe: str, args, progress: Progress) -> dict:
     # Without a holdout: the baseline the other benchmarks cache too (its training only shows test accuracy
     # per epoch; nothing is chosen on it).
     held = {"val_split": val, "tag": f"-h{args.holdout}"} if args.holdout else {}
-    model, train_seconds, cached = baseline(task.name, data, args.cache_dir, args.seed, progress, **held)
+    model, train_seconds, cached = baseline(
+        task.name, data, args.cache_dir, args.seed, progress, shift=args.baseline_shift, **held
+    )
     base_acc = evaluate(model, data.test.loader(1000))
     val_loader = val.loader(1000)
     started = time.perf_counter()
@@ -163,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         help="without --holdout: the training images the recipe's budgets and sensitivity are judged on",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--baseline-shift",
+        type=int,
+        default=0,
+        help="train the baselines on images shifted by up to this many pixels (the recipe's fine-tunes are "
+        "unchanged); names the cached baseline",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     progress = Progress(not args.quiet)

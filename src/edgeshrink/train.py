@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from edgeshrink.augment import is_image_batch, random_shift
 from edgeshrink.config import Config
 from edgeshrink.errors import ConfigError, TrainingDivergedError
 
@@ -62,6 +63,13 @@ class TrainConfig(Config):
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    shift: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="augmentation: every training image moved by up to this many pixels along each axis "
+        "(images only: (N, C, H, W) inputs; other inputs train unshifted, and the progress says so)",
+    )
     distill: DistillConfig | None = Field(None, description="learn from the uncompressed model's soft targets")
 
 
@@ -174,13 +182,14 @@ def _epoch(
     progress: Progress,
     cl: bool,
     after_step: Callable[[], None] | None,
+    shift: int = 0,
 ) -> tuple[float, int]:
-    """One pass over `batches`: (mean loss, the step count after it)."""
+    """One pass over `batches`: (mean loss, the step count after it), images shifted by up to `shift`."""
     model.train()
     running, seen = 0.0, 0
     with progress.bar(len(batches), desc) as bar:  # type: ignore[arg-type]
         for inputs, labels, *targets in batches:
-            inputs = _prepare(inputs, cl)
+            inputs = _prepare(random_shift(inputs, shift) if shift and is_image_batch(inputs) else inputs, cl)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
             optimizer.zero_grad(set_to_none=True)
@@ -255,7 +264,9 @@ def fit(
             raise ConfigError(f"{stage}: distill needs a teacher model; none was given")
         teacher.eval()
         channels_last(teacher)
-        train_batches = _with_teacher_logits(train_batches, teacher, stage, progress)
+        if not cfg.shift:  # shifted images need the teacher's logits on what the student sees
+            train_batches = _with_teacher_logits(train_batches, teacher, stage, progress)
+    shift = _image_shift(train_batches, cfg.shift, stage, progress)
     batch_loss = _batch_loss(model, cfg, loss_fn, teacher)
     optimizer = make_optimizer(model.parameters(), cfg)
     steps_per_epoch = len(train_batches)  # type: ignore[arg-type]
@@ -272,7 +283,7 @@ def fit(
             started = time.perf_counter()
             desc = f"{stage} epoch {epoch}/{cfg.epochs}"
             loss, step = _epoch(
-                model, train_batches, optimizer, batch_loss, lr_at, step, desc, progress, cl, after_step
+                model, train_batches, optimizer, batch_loss, lr_at, step, desc, progress, cl, after_step, shift
             )
             record = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
             if val_batches is not None:
@@ -287,6 +298,16 @@ def fit(
             model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history
+
+
+def _image_shift(train_batches: Batches, shift: int, stage: str, progress: Progress) -> int:
+    """`shift`, or 0 (and a progress line saying so) when the in-memory training inputs are not images. Other
+    loaders are not peeked at (that would advance their shuffling): each batch is checked as it comes."""
+    inputs = getattr(train_batches, "inputs", None)
+    if not shift or not isinstance(inputs, torch.Tensor) or is_image_batch(inputs):
+        return shift
+    progress.line(f"[{stage}] shift: inputs of shape {tuple(inputs.shape)} are not images (N, C, H, W); unshifted")
+    return 0
 
 
 class WeightSnapshot:
