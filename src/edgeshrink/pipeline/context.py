@@ -9,11 +9,37 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from edgeshrink.errors import ConfigError
+from edgeshrink.errors import ConfigError, TrainingDivergedError
 from edgeshrink.stages.base import StageContext
 from edgeshrink.train import Progress, TrainConfig, evaluate, fit
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+RETRIES = 3  # halvings of the learning rate after a fine-tune diverges
+
+
+def fit_backing_off(
+    model: nn.Module, cfg: TrainConfig, fit_once: Callable[[TrainConfig], list[dict]], label: str, progress: Progress
+) -> list[dict]:
+    """`fit_once(cfg)`; when its loss diverges, the weights from before it and the learning rate halved, up to
+    RETRIES times. A recipe's learning rate suits the baselines it was chosen on: one trained to a higher
+    loss (less overfit, augmented) has larger gradients, and SGD at the same rate can blow up in the first
+    steps. Epoch records of a retried fine-tune carry the rate it ran at and the ones that diverged."""
+    state = copy.deepcopy(model.state_dict())
+    diverged: list[float] = []
+    lr = cfg.lr
+    while True:
+        try:
+            history = fit_once(cfg.model_copy(update={"lr": lr}))
+        except TrainingDivergedError as exc:
+            model.load_state_dict(state)
+            diverged.append(lr)
+            if len(diverged) > RETRIES:
+                rates = ", ".join(f"{x:g}" for x in diverged)
+                raise TrainingDivergedError(f"{exc} (diverged at learning rates {rates}; weights restored)") from exc
+            lr /= 2
+            progress.line(f"[{label}] the loss diverged at learning rate {diverged[-1]:g}: weights restored, {lr:g}")
+            continue
+        return [{**record, "lr": lr, "diverged_at_lr": diverged} for record in history] if diverged else history
 
 
 def frozen_teacher(model: nn.Module) -> nn.Module:
@@ -51,9 +77,20 @@ def _finetuner(
 
         def run_builtin(model: nn.Module, cfg: TrainConfig, label: str) -> list[dict]:
             after = None if on_epoch is None else (lambda record: on_epoch({"stage": label, **record}))
-            return fit(
-                model, train_loader, cfg, val_loader, stage=label, progress=progress, teacher=teacher, after_epoch=after
-            )
+
+            def fit_once(config: TrainConfig) -> list[dict]:
+                return fit(
+                    model,
+                    train_loader,
+                    config,
+                    val_loader,
+                    stage=label,
+                    progress=progress,
+                    teacher=teacher,
+                    after_epoch=after,
+                )
+
+            return fit_backing_off(model, cfg, fit_once, label, progress)
 
         return run_builtin
     return None
