@@ -168,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-shift",
         type=int,
-        default=0,
+        default=2,
         help="train the baselines on images shifted by up to this many pixels (the recipe's fine-tunes are "
-        "unchanged); names the cached baseline",
+        "unchanged; names the cached baseline); 0: without shifts, as Deep Compression's Table 1 was measured",
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
