@@ -37,7 +37,8 @@ def fit_backing_off(
                 rates = ", ".join(f"{x:g}" for x in diverged)
                 raise TrainingDivergedError(f"{exc} (diverged at learning rates {rates}; weights restored)") from exc
             lr /= 2
-            progress.line(f"[{label}] the loss diverged at learning rate {diverged[-1]:g}: weights restored, {lr:g}")
+            restart = f"weights restored; again at {lr:g}"
+            progress.line(f"[{label}] the loss diverged at learning rate {diverged[-1]:g}: {restart}")
             continue
         return [{**record, "lr": lr, "diverged_at_lr": diverged} for record in history] if diverged else history
 
