@@ -4,9 +4,11 @@ import contextlib
 import io
 from dataclasses import dataclass
 
+import pytest
 import torch
 from torch import nn
 
+from edgeshrink.hardware import int8_weights_saturate
 from edgeshrink.tasks.data import TensorLoader
 
 
@@ -58,14 +60,9 @@ def cli(*args) -> Completed:
 # ONNX Runtime's int8 kernels on x86 without VNNI (Zen 3, Zen 2) put some outputs several quantization steps
 # from PyTorch (measured 2026-12-06 on a Zen 3 host: attention 0.39 against a 0.015 tolerance, integer
 # multiplies 0.017-0.028 against 0.005); the export's verification refuses such files there, so nothing
-# wrong is written. The tests below compare ORT's integer kernels with a one-step oracle: they run on hosts
-# with VNNI, where the kernels accumulate in 32 bits.
-def needs_vnni():
-    import pytest
-
-    from edgeshrink.hardware import int8_weights_saturate
-
-    return pytest.mark.skipif(
-        int8_weights_saturate(),
-        reason="ONNX Runtime's int8 kernels without VNNI are not within one step of PyTorch on this CPU",
-    )
+# wrong is written. Tests marked with this compare ORT's integer kernels with a one-step oracle: they run on
+# hosts with VNNI, where the kernels accumulate in 32 bits.
+needs_vnni = pytest.mark.skipif(
+    int8_weights_saturate(),
+    reason="ONNX Runtime's int8 kernels without VNNI are not within one step of PyTorch on this CPU",
+)

@@ -87,7 +87,7 @@ def _fake_quant(v: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (np.clip(np.round(v / scale) + zero_point, 0, 255) - zero_point) * scale
 
 
-@needs_vnni()
+@needs_vnni
 def test_quantized_attention_in_onnx_runtime_matches_numpy_from_the_exported_scales(tmp_path):
     torch.manual_seed(0)
     model = SelfAttention().eval()

@@ -43,7 +43,7 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return make_session(model.SerializeToString(), 1).run(None, {model.graph.input[0].name: x})[0]
 
 
-@pytest.mark.parametrize("quantized", [False, pytest.param(True, marks=needs_vnni())])
+@pytest.mark.parametrize("quantized", [False, pytest.param(True, marks=needs_vnni)])
 def test_spatial_means_become_global_average_pools_and_compute_the_same(quantized):
     torch.manual_seed(0)
     model = SqueezeExcite().eval()

@@ -63,7 +63,7 @@ def test_a_residual_add_and_its_relu_run_as_one_integer_add(tmp_path):
     assert ops["QLinearAdd"] == 1 and ops["Relu"] == 0, ops
 
 
-@needs_vnni()
+@needs_vnni
 def test_a_gate_product_runs_as_an_integer_multiply(tmp_path):
     torch.manual_seed(0)
     ops = _int8(Gated(), torch.randn(16, 3, 8, 8), tmp_path)
@@ -83,7 +83,7 @@ class Hardswished(nn.Module):
         return self.head(h.mean((2, 3)))
 
 
-@needs_vnni()
+@needs_vnni
 def test_hardswish_runs_its_product_as_an_integer_multiply_and_the_file_reloads(tmp_path):
     """ONNX Runtime has no integer hardswish: x * hardsigmoid(x) with a quantized gate makes the product a
     QLinearMul (no float Mul left); the file records the split, so loading it rebuilds the same model."""
