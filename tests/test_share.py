@@ -178,3 +178,30 @@ def test_sharing_a_copys_bias_leaves_the_original_intact():
         assert torch.equal(model.fc1.bias.detach(), before)
     edgeshrink.weights.bake_in_place(copy_)
     assert type(copy_.fc1) is torch.nn.Linear
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])  # one input channel: both layouts at once, torch picks contiguous
+def test_masked_and_shared_conv_weights_keep_the_channels_last_layout(in_channels):
+    """A parametrized weight keeps its layer's strides (training switches conv nets to channels-last;
+    a contiguous weight there sends oneDNN down a path 2x slower) and still computes the same values."""
+    from edgeshrink.weights import Mask, SharedWeights, attach_codebook, attach_mask
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(in_channels, 4, 3).to(memory_format=torch.channels_last)
+    strides = conv.weight.stride()
+    keep = torch.rand(conv.weight.shape) > 0.5
+    dense = torch.where(keep, conv.weight.detach(), 0.0)
+    attach_mask(conv, "weight", keep)
+    assert conv.weight.stride() == strides
+    torch.testing.assert_close(conv.weight, dense, rtol=0, atol=0)
+    assignment = torch.where(keep, torch.randint(0, 4, keep.shape), -1)
+    centroids = torch.tensor([-0.2, -0.1, 0.1, 0.3])
+    attach_codebook(conv, "weight", centroids, assignment)
+    assert conv.weight.stride() == strides
+    expected = torch.where(keep, centroids[assignment.clamp(min=0)], 0.0)
+    torch.testing.assert_close(conv.weight, expected, rtol=0, atol=0)
+    x = torch.randn(2, in_channels, 6, 6).contiguous(memory_format=torch.channels_last)
+    conv(x).sum().backward()  # gradients still reach the centroids through the copy
+    shared = next(p for p in conv.parametrizations.weight if isinstance(p, SharedWeights))
+    assert shared.centroids.grad is not None and shared.centroids.grad.abs().sum() > 0
+    assert any(isinstance(p, Mask) for p in conv.parametrizations.weight)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeshrink.weights import same_layout
+
 Mode = Literal["off", "observe", "quantize"]
 ACT_QMIN, ACT_QMAX = 0, 255
 SAMPLES_PER_BATCH = 1 << 15
@@ -203,7 +205,7 @@ class WeightQuant(nn.Module):
         if not self.enabled:
             return weight
         if not self.training:  # + 0.0 turns -0.0 into 0.0: the stored codes have no sign on zero
-            return self.integers(weight) * self.expanded_scale(weight) + 0.0
+            return same_layout(self.integers(weight) * self.expanded_scale(weight) + 0.0, weight)
         self.refresh(weight)
         quantized = self.integers(weight) * self.expanded_scale(weight)
-        return weight + (quantized - weight).detach()  # straight-through estimator
+        return same_layout(weight + (quantized - weight).detach(), weight)  # straight-through estimator
