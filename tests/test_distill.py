@@ -10,7 +10,7 @@ from edgeshrink.cli import app
 from edgeshrink.distillation import distill_student
 from edgeshrink.errors import ConfigError
 from edgeshrink.tasks.data import TensorLoader
-from edgeshrink.train import DistillConfig, TrainConfig, distillation_loss, evaluate, fit
+from edgeshrink.train import DistillConfig, TrainConfig, distillation_loss, evaluate, fit, predict, teacher_logits
 
 
 def hand_distillation_loss(student, teacher, labels, t, alpha):
@@ -94,6 +94,24 @@ def test_teacher_logits_computed_once_train_the_same_student_as_per_batch_logits
     assert passes == [1.0, cfg.epochs]  # one teacher pass in memory, one per epoch otherwise
     for a, b in zip(students[0].state_dict().values(), students[1].state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_teacher_logits_are_remembered_across_fine_tunes_until_the_teacher_changes():
+    torch.manual_seed(0)
+    x, y = blobs()
+    teacher = CountingTeacher(SmallNet()).eval()
+    cfg = TrainConfig(epochs=1, lr=3e-3, distill=DistillConfig(temperature=2.0, alpha=0.7))
+    loader = TensorLoader(x, y, 32, shuffle=True, seed=3)
+    fit(SmallNet(), loader, cfg, progress=None, teacher=teacher)
+    fit(SmallNet(), loader, cfg, progress=None, teacher=teacher)  # a second pruning round: same teacher, same data
+    assert teacher.examples == len(x)
+    with torch.no_grad():
+        next(teacher.parameters()).mul_(0.5)  # the teacher changed: its logits must be computed again
+    logits, remembered = teacher_logits(teacher, x)
+    assert not remembered and teacher.examples == 2 * len(x)
+    torch.testing.assert_close(logits, predict(teacher, x))
+    assert teacher_logits(teacher, x)[1]
+    assert not teacher_logits(teacher, x.clone())[1]  # other inputs (a new tensor) are not the same data
 
 
 def test_student_with_other_classes_is_refused():

@@ -7,10 +7,12 @@ provides for the built-in tasks and for users who pass loaders. Users with their
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Literal
 
@@ -125,16 +127,38 @@ def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 512) -> to
     return torch.cat([model(_prepare(inputs[i : i + batch_size], cl)) for i in range(0, len(inputs), batch_size)])
 
 
+_TEACHER_LOGITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _state_versions(module: nn.Module) -> tuple[int, ...]:
+    """Version counters of every tensor of `module`: any in-place change (a step, load_state_dict) bumps one."""
+    return tuple(t._version for t in itertools.chain(module.parameters(), module.buffers()))
+
+
+def teacher_logits(teacher: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """The teacher's logits on `inputs`, and whether they were remembered from an earlier call. A recipe
+    distils from the same frozen teacher on the same training tensor in every pruning round; the logits
+    are kept (one per teacher) while neither the teacher's tensors nor the inputs changed."""
+    key = (_state_versions(teacher), inputs._version)
+    cached = _TEACHER_LOGITS.get(teacher)
+    if cached is not None and cached[0] is inputs and cached[1] == key:
+        return cached[2], True
+    logits = predict(teacher, inputs)
+    _TEACHER_LOGITS[teacher] = (inputs, key, logits)
+    return logits, False
+
+
 def _with_teacher_logits(train_batches: Batches, teacher: nn.Module, stage: str, progress: Progress) -> Batches:
     """Distillation's teacher logits: computed once for in-memory data (a loader with `with_targets`,
     such as TensorLoader), since a frozen eval-mode teacher gives the same logits for the same input
-    in every epoch: one teacher pass instead of one per epoch.
+    in every epoch (and every stage): one teacher pass instead of one per epoch.
     Other loaders (augmenting ones, DataLoaders) are returned as they are; the teacher then runs per batch."""
     if not callable(getattr(train_batches, "with_targets", None)):
         return train_batches
     started = time.perf_counter()
-    logits = predict(teacher, train_batches.inputs)  # type: ignore[attr-defined]
-    progress.line(f"[{stage}] teacher logits for {len(logits):,} examples ({time.perf_counter() - started:.1f}s)")
+    logits, remembered = teacher_logits(teacher, train_batches.inputs)  # type: ignore[attr-defined]
+    how = "remembered" if remembered else f"{time.perf_counter() - started:.1f}s"
+    progress.line(f"[{stage}] teacher logits for {len(logits):,} examples ({how})")
     return train_batches.with_targets(logits)  # type: ignore[attr-defined]
 
 
