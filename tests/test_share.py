@@ -10,7 +10,7 @@ from edgeshrink.artifact import Artifact
 from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
 from edgeshrink.stages.share import kmeans_1d
 from edgeshrink.train import TrainConfig, fit
-from edgeshrink.weights import get_mask, get_shared
+from edgeshrink.weights import Mask, SharedWeights, attach_codebook, attach_mask, get_mask, get_shared
 
 
 def run(model, stage, train=True):
@@ -184,8 +184,6 @@ def test_sharing_a_copys_bias_leaves_the_original_intact():
 def test_masked_and_shared_conv_weights_keep_the_channels_last_layout(in_channels):
     """A parametrized weight keeps its layer's strides (training switches conv nets to channels-last;
     a contiguous weight there sends oneDNN down a path 2x slower) and still computes the same values."""
-    from edgeshrink.weights import Mask, SharedWeights, attach_codebook, attach_mask
-
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(in_channels, 4, 3).to(memory_format=torch.channels_last)
     strides = conv.weight.stride()

@@ -67,7 +67,7 @@ def same_layout(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """`value` with the strides of `like`: a channels-last conv weight stays channels-last, as the training
     loop set it. Elementwise ops and lookups may return the weight contiguous (a one-channel weight is both
     layouts at once, and torch picks contiguous), and oneDNN then runs that convolution, the pooling after it
-    and the next convolution's backward in mixed layouts, 2x slower (LeNet-5's step: 47 ms against 25)."""
+    and the next convolution's backward in mixed layouts (LeNet-5's shared-weight epoch 20 s against 13 s)."""
     if value.shape != like.shape or value.stride() == like.stride():
         return value
     return torch.empty_like(like, dtype=value.dtype).copy_(value)
