@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgeshrink.recipes import Recipe
 from edgeshrink.tasks.data import TensorLoader
 
 
@@ -53,3 +54,18 @@ def cli(*args) -> Completed:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = run([str(a) for a in args])
     return Completed(status, out.getvalue(), err.getvalue())
+
+
+def smallest(recipe: Recipe) -> Recipe:
+    """The recipe with at most one epoch of fine-tuning per round and at most two rounds."""
+    stages = []
+    for cfg in recipe.stages:
+        update = {}
+        tc = cfg.finetune_config()
+        if tc is not None:
+            update["finetune"] = tc.model_copy(update={"epochs": min(tc.epochs, 1)})
+        for key, cap in (("iterations", 2), ("steps", 1), ("final_epochs", 1)):
+            if getattr(cfg, key, None) is not None and key in type(cfg).model_fields:
+                update[key] = min(getattr(cfg, key), cap)
+        stages.append(cfg.model_copy(update=update))
+    return recipe.model_copy(update={"stages": stages})

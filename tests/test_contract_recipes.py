@@ -9,11 +9,12 @@ import json
 
 import pytest
 import torch
+from helpers import smallest
 
 import edgeshrink
 from edgeshrink.cli import run
 from edgeshrink.exporters.base import list_exporters
-from edgeshrink.recipes import Recipe, list_recipes, load_recipe
+from edgeshrink.recipes import list_recipes, load_recipe
 from edgeshrink.tasks.registry import load_task
 from edgeshrink.train import TrainConfig
 
@@ -29,21 +30,6 @@ CHAIN = {
     "encode": {"coding": "huffman"},
 }
 RECIPES = [*list_recipes(), "chain"]
-
-
-def smallest(recipe: Recipe) -> Recipe:
-    """The recipe with at most one epoch of fine-tuning per round and at most two rounds."""
-    stages = []
-    for cfg in recipe.stages:
-        update = {}
-        tc = cfg.finetune_config()
-        if tc is not None:
-            update["finetune"] = tc.model_copy(update={"epochs": min(tc.epochs, 1)})
-        for key, cap in (("iterations", 2), ("steps", 1), ("final_epochs", 1)):
-            if getattr(cfg, key, None) is not None and key in type(cfg).model_fields:
-                update[key] = min(getattr(cfg, key), cap)
-        stages.append(cfg.model_copy(update=update))
-    return recipe.model_copy(update={"stages": stages})
 
 
 @pytest.fixture(scope="module")
