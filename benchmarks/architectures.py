@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 import edgeshrink
-from edgeshrink.recipes import list_recipes
+from edgeshrink.recipes import list_recipes, load_recipe
 from edgeshrink.tasks.data import Split
 from edgeshrink.tasks.registry import load_task
 from edgeshrink.train import Progress, evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import MODEL_TASKS, baseline, run_models, task_data_dir  # noqa: E402
+from common import MODEL_TASKS, baseline, initial_weights, run_models, task_data_dir  # noqa: E402
 
 TASKS = {name: MODEL_TASKS[name] for name in ("transformer", "gru", "mobilenetv3")}
 
@@ -63,6 +63,7 @@ def _export(result, path: Path, verify: list[torch.Tensor]) -> dict:
 def run_recipe(name: str, recipe: str, model, task, data, val: Split, args, progress: Progress) -> dict:
     started = time.perf_counter()
     out = args.runs_dir / name / recipe
+    rewinds = any(getattr(s, "rewind", None) is not None for s in load_recipe(recipe).stages)
     result = edgeshrink.compress(
         model,
         recipe,
@@ -71,6 +72,7 @@ def run_recipe(name: str, recipe: str, model, task, data, val: Split, args, prog
         out=out,
         seed=args.seed,
         progress=not args.quiet,
+        rewind_weights=initial_weights(task.name, args.seed) if rewinds else None,
     )
     loaded = edgeshrink.load(out, task.build_model())
     verify = [data.test.inputs[i : i + 250] for i in range(0, 1000, 250)]

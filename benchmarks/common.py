@@ -52,16 +52,26 @@ def run_models(
         print(f"error: unknown model(s) {unknown}; choose from {', '.join(choices)}", file=sys.stderr)
         return 2
     progress = Progress(not args.quiet)
+    payload = {"benchmark": benchmark, "command": " ".join(sys.argv), "environment": environment()}
+    entries: list[dict] = []
     try:
-        entries = [run_model(name, args, progress) for name in names]
+        for name in names:
+            entries.append(run_model(name, args, progress))
+            _write_json(args.out, {**payload, "complete": len(entries) == len(names), "results": entries})
     except edgeshrink.EdgeshrinkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": benchmark, "command": " ".join(sys.argv), "environment": environment()}
-    args.out.write_text(json.dumps({**payload, "results": entries}, indent=2, default=str))
     print(markdown(entries))
     return 0
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Write the results so far, whole or not at all (a long run keeps the models it finished; `complete`
+    says whether every model of --models is in)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2, default=str))
+    partial.replace(path)
 
 
 def task_data_dir(root: Path, task: Task) -> Path:
@@ -121,3 +131,10 @@ def baseline(
     accuracy = evaluate(model, monitor) if monitor is not None else None
     save_checkpoint(path, Artifact(model, Arch.parse(task.arch)), accuracy)
     return model, seconds, False
+
+
+def initial_weights(task_name: str, seed: int) -> dict:
+    """The weights `baseline` starts training from (the same seed, the same build): what a recipe that
+    rewinds (lottery tickets) resets the kept weights to."""
+    seed_everything(seed)
+    return load_task(task_name).build_model().state_dict()
