@@ -30,7 +30,10 @@ class Quantization(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     bits: dict[str, int] = Field(description="layer -> weight bits (2..8)")
     group_size: int = Field(0, ge=0, description="sub-byte weights: one scale per this many input channels")
-    reduced_range: bool = Field(False, description="8-bit weights in -63..63 (x86 without VNNI)")
+    reduced_range: bool = Field(False, description="every 8-bit layer's weights in -63..63 (x86 without VNNI)")
+    reduced_layers: list[str] = Field(
+        [], description="only these layers' 8-bit weights in -63..63 (their calibration inputs overflow 16 bits)"
+    )
     per_tensor: list[str] = Field([], description="layers on one grid per tensor (shared weights)")
     rewritten: list[str] = Field([], description="attention modules decomposed before quantizing")
     split_hardswish: bool = Field(False, description="hardswish quantized as x * hardsigmoid(x) (QLinearMul)")

@@ -22,11 +22,15 @@ def artifact_of_module(model: nn.Module, example_input: torch.Tensor | None = No
     from edgeshrink.quant.prepare import per_tensor_layers, quantization_bits
     from edgeshrink.quant.recurrent import recurrent_quantizers
 
-    bits, group, reduced = quantization_bits(model)
+    bits, group, reduced_layers = quantization_bits(model)
     recurrent = {key: q.bits for key, _, _, q in recurrent_quantizers(model)}
     quantization = (
         Quantization(
-            bits=bits, group_size=group, reduced_range=reduced, per_tensor=per_tensor_layers(model), recurrent=recurrent
+            bits=bits,
+            group_size=group,
+            reduced_layers=reduced_layers,
+            per_tensor=per_tensor_layers(model),
+            recurrent=recurrent,
         )
         if bits or recurrent
         else None

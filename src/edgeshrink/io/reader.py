@@ -99,6 +99,7 @@ def rebuild(stored: Stored, model: nn.Module | None, skip_edits: int = 0) -> nn.
             quantization.bits,
             group_size=quantization.group_size,
             reduced_range=quantization.reduced_range,
+            reduced_layers=quantization.reduced_layers,
             rewrite=quantization.rewritten,
             split_hardswish=quantization.split_hardswish,
         )

@@ -109,7 +109,8 @@ def _quantizer(
     """The weight quantizer a layer had when it was saved (its granularity from the record)."""
     per_tensor = layer in quantization.per_tensor
     group = quantization.group_size if bits < 8 and not per_tensor else 0
-    return WeightQuant(weight, bits, group, quantization.reduced_range, scale=scale, per_tensor=per_tensor)
+    reduced = quantization.reduced_range or layer in quantization.reduced_layers
+    return WeightQuant(weight, bits, group, reduced, scale=scale, per_tensor=per_tensor)
 
 
 def _decode_codes(

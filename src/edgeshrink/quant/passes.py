@@ -15,7 +15,7 @@ from edgeshrink.quant.prepare import activation_quantizers, set_mode, weight_qua
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-def _inputs(batches: Batches, limit: int) -> list[torch.Tensor]:
+def batch_inputs(batches: Batches, limit: int) -> list[torch.Tensor]:
     out = []
     for i, (x, _) in enumerate(batches):
         if i >= limit:
@@ -34,7 +34,7 @@ def calibrate(
     model.eval()
     set_mode(model, "observe")
     seen = 0
-    for x in _inputs(batches, num_batches):
+    for x in batch_inputs(batches, num_batches):
         model(x)
         seen += x.shape[0]
     if seen == 0:
@@ -73,7 +73,7 @@ def correct_bias(model: nn.Module, batches: Batches, num_batches: int = 8) -> di
 
         hooks.append(module.register_forward_hook(hook))
     try:
-        for x in _inputs(batches, num_batches):
+        for x in batch_inputs(batches, num_batches):
             model(x)
     finally:
         for h in hooks:

@@ -22,7 +22,7 @@ layers) stay float and are reported with the reason.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -34,6 +34,7 @@ from edgeshrink.errors import UnsupportedLayerError
 from edgeshrink.quant.attention import decompose
 from edgeshrink.quant.fakequant import ActQuant, WeightQuant
 from edgeshrink.quant.recurrent import attach_recurrent_quantizers, note_recurrent_rows, recurrent_quantizers
+from edgeshrink.quant.saturation import RangeChoice
 from edgeshrink.weights import Mask, SharedWeights, baked_copy, get_mask, get_shared
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -73,6 +74,7 @@ class QuantPlan:
     split_hardswish: int = 0  # hardswish activations run as x * hardsigmoid(x)
     gptq_rounded: list[str] = field(default_factory=list)  # layers whose codes GPTQ chose (quant/rounding.py)
     recurrent: dict[str, int] = field(default_factory=dict)  # recurrent weight tensor -> bits (quant/recurrent.py)
+    overflowing: dict[str, RangeChoice] = field(default_factory=dict)  # 16-bit pair overflows (quant/saturation.py)
 
     def to_dict(self) -> dict:
         return {
@@ -81,6 +83,7 @@ class QuantPlan:
             "folded_batchnorms": list(self.folded_batchnorms),
             "gptq_rounded": list(self.gptq_rounded),
             "recurrent": dict(self.recurrent),
+            "overflowing": {name: choice.to_dict() for name, choice in self.overflowing.items()},
         }
 
 
@@ -142,14 +145,17 @@ def prepare(
     group_size: int = 0,
     learn_scales: bool = False,
     reduced_range: bool = False,
+    reduced_layers: Collection[str] = (),
     rewrite: Sequence[str] = (),
     split_hardswish: bool = False,
     recurrent_bits: int | None = None,
 ) -> tuple[fx.GraphModule, QuantPlan]:
     """A fake-quantized copy of `model`. `bits` maps each weight layer to quantize to its weight
-    bit-width; other layers stay float. `rewrite`: attention modules to decompose first (what a file
-    recorded; `quant.attention.traceable` chooses them for a new model). Quantizers start in mode "off"
-    (calibrate them next). `split_hardswish`: see the module docstring (a file records it).
+    bit-width; other layers stay float. `reduced_range`: every 8-bit layer's weights in -63..63;
+    `reduced_layers`: only these (quant/saturation.py chooses them). `rewrite`: attention modules to
+    decompose first (what a file recorded; `quant.attention.traceable` chooses them for a new model).
+    Quantizers start in mode "off" (calibrate them next). `split_hardswish`: see the module docstring (a
+    file records it).
     `recurrent_bits`: GRU/LSTM/RNN weight matrices stored as integer codes, computed in float (quant/recurrent.py)."""
     baked, masks, codebooks = _bake(model)
     if rewrite:
@@ -158,9 +164,10 @@ def prepare(
     plan = QuantPlan(folded_batchnorms=folded)
     if split_hardswish:
         plan.split_hardswish = _split_hardswish(gm)
-    quantized_layers = _plan_layers(gm, bits, group_size, reduced_range, plan)
+    quantized_layers = _plan_layers(gm, bits, group_size, reduced_range, set(reduced_layers), plan)
+    reduced = quantized_layers if reduced_range else set(reduced_layers)
     _insert_quantizers(gm, quantized_layers, plan, learn_scales)
-    shared_layers = _attach_weight_quantizers(gm, quantized_layers, bits, masks, codebooks, group_size, reduced_range)
+    shared_layers = _attach_weight_quantizers(gm, quantized_layers, bits, masks, codebooks, group_size, reduced)
     for row in plan.layers:
         if row.name in shared_layers:
             row.granularity = "per tensor: the shared codebook on one integer grid"
@@ -287,7 +294,9 @@ def _float_reason(gm: fx.GraphModule, name: str, module: nn.Module, called: set[
     return ""
 
 
-def _plan_layers(gm: fx.GraphModule, bits: dict[str, int], group_size: int, reduced: bool, plan: QuantPlan) -> set[str]:
+def _plan_layers(
+    gm: fx.GraphModule, bits: dict[str, int], group_size: int, reduced: bool, reduced_layers: set[str], plan: QuantPlan
+) -> set[str]:
     """One plan row per module with parameters of its own (quantized, or float with the reason); returns
     the layers to quantize."""
     called = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
@@ -302,7 +311,7 @@ def _plan_layers(gm: fx.GraphModule, bits: dict[str, int], group_size: int, redu
             continue
         quantized.add(name)
         granularity = f"group of {group_size} input channels" if group_size and bits[name] < 8 else "per output channel"
-        if reduced and bits[name] == 8:
+        if (reduced or name in reduced_layers) and bits[name] == 8:
             granularity += ", range -63..63"
         plan.layers.append(LayerPlan(name, type_name, "quantized", bits[name], granularity))
     return quantized
@@ -315,7 +324,7 @@ def _attach_weight_quantizers(
     masks: dict[str, torch.Tensor],
     codebooks: dict[str, tuple[torch.Tensor, torch.Tensor]],
     group_size: int,
-    reduced: bool,
+    reduced: set[str],
 ) -> set[str]:
     """Masks and codebooks back on, then a WeightQuant on top; returns the layers whose codebook was kept
     (quantized on one grid per tensor, so they keep at most 2^bits distinct integer codes)."""
@@ -334,7 +343,7 @@ def _attach_weight_quantizers(
             module.weight,
             bits[name],
             group_size if bits[name] < 8 else 0,
-            reduced=reduced,
+            reduced=name in reduced,
             per_tensor=name in shared_layers,
         )
         parametrize.register_parametrization(module, "weight", quantizer)
@@ -356,17 +365,22 @@ def weight_quantizers(model: nn.Module) -> list[tuple[str, nn.Module, WeightQuan
     return out
 
 
+def weight_below(module: nn.Module, quantizer: WeightQuant) -> torch.Tensor:
+    """A layer's float weight as its quantizer sees it: after the masks and codebooks below it."""
+    chain = module.parametrizations.weight  # type: ignore[union-attr]
+    weight = chain.original
+    for p in chain:
+        if p is quantizer:
+            break
+        weight = p(weight)
+    return weight
+
+
 def refresh_weight_scales(model: nn.Module) -> None:
     """Recompute every weight quantizer's scale from its current weights (after training moved them)."""
     with torch.no_grad():
         for _, module, quantizer in weight_quantizers(model):
-            chain = module.parametrizations.weight  # type: ignore[union-attr]
-            weight = chain.original
-            for p in chain:  # the parametrizations below the quantizer: masks, codebooks
-                if p is quantizer:
-                    break
-                weight = p(weight)
-            quantizer.refresh(weight)
+            quantizer.refresh(weight_below(module, quantizer))
         for _, module, param, quantizer in recurrent_quantizers(model):
             quantizer.refresh(module.parametrizations[param].original)  # type: ignore[union-attr,index]
 
@@ -385,10 +399,9 @@ def set_mode(model: nn.Module, mode: str) -> None:
         quantizer.mode = mode  # type: ignore[assignment]
 
 
-def quantization_bits(model: nn.Module) -> tuple[dict[str, int], int, bool]:
-    """(layer -> weight bits, group size, reduced range) of a fake-quantized model's weight quantizers."""
+def quantization_bits(model: nn.Module) -> tuple[dict[str, int], int, list[str]]:
+    """(layer -> weight bits, group size, the layers with -63..63 weights) of a fake-quantized model."""
     layers = weight_quantizers(model)
     bits = {name: q.bits for name, _, q in layers}
     group = max((q.group_size for _, _, q in layers), default=0)
-    reduced = any(q.reduced for _, _, q in layers)
-    return bits, group, reduced
+    return bits, group, sorted(name for name, _, q in layers if q.reduced)

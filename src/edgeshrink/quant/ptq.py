@@ -15,10 +15,11 @@ from torch import nn
 
 from edgeshrink.quant.attention import traceable
 from edgeshrink.quant.calibrate import Method
-from edgeshrink.quant.passes import calibrate, correct_bias
+from edgeshrink.quant.passes import batch_inputs, calibrate, correct_bias
 from edgeshrink.quant.prepare import QUANTIZABLE, QuantPlan, prepare
 from edgeshrink.quant.recurrent import RECURRENT_BITS
 from edgeshrink.quant.rounding import gptq_round
+from edgeshrink.quant.saturation import reduce_overflowing_layers
 
 Batches = Iterable[tuple[torch.Tensor, object]]
 
@@ -29,7 +30,8 @@ class PTQSettings:
 
     group_size: int = 0
     learn_scales: bool = False
-    reduced_range: bool = False
+    reduced_range: bool = False  # every 8-bit layer's weights in -63..63
+    reduce_overflowing: bool = False  # only the layers whose calibration inputs overflow (quant/saturation.py)
     calibration: Method = "mse"
     percentile: float = 99.99
     calibration_batches: int = 16
@@ -60,6 +62,11 @@ def build_quantized(
         percentile=settings.percentile,
         num_batches=settings.calibration_batches,
     )
+    if settings.reduce_overflowing and not settings.reduced_range:
+        plan.overflowing = reduce_overflowing_layers(quantized, batch_inputs(batches, settings.calibration_batches))
+        for row in plan.layers:
+            if row.name in plan.overflowing and plan.overflowing[row.name].reduced:
+                row.granularity = f"{row.granularity}, range -63..63 (full range overflows 16-bit pair sums)"
     if settings.rounding != "nearest":
         plan.gptq_rounded = gptq_round(
             quantized,

@@ -21,7 +21,13 @@ from edgeshrink.hardware import int8_weights_saturate
 from edgeshrink.quant.attention import traceable
 from edgeshrink.quant.calibrate import Method
 from edgeshrink.quant.passes import layer_sensitivity
-from edgeshrink.quant.prepare import QuantPlan, activation_quantizers, per_tensor_layers, refresh_weight_scales
+from edgeshrink.quant.prepare import (
+    QuantPlan,
+    activation_quantizers,
+    per_tensor_layers,
+    quantization_bits,
+    refresh_weight_scales,
+)
 from edgeshrink.quant.ptq import PTQSettings, build_quantized
 from edgeshrink.quant.recurrent import recurrent_note
 from edgeshrink.scope import Scope, per_layer, select_layers
@@ -36,9 +42,11 @@ class QuantizeConfig(StageConfig):
     group_size: int = Field(
         0, ge=0, description="sub-byte weights: one scale per this many input channels (0: per channel)"
     )
-    weight_range: Literal["auto", "full", "reduced"] = Field(
+    weight_range: Literal["auto", "full", "reduced", "per-layer"] = Field(
         "auto",
-        description="8-bit weights in -127..127 (full) or -63..63 (reduced: no 16-bit saturation on x86 without VNNI)",
+        description="8-bit weights in -127..127 (full), -63..63 (reduced: no 16-bit saturation on x86 without VNNI), "
+        "or -63..63 only where calibration inputs overflow those 16 bits (per-layer; auto: per-layer on x86 "
+        "without VNNI, else full)",
     )
     calibration: Method = "percentile"
     percentile: float = Field(99.99, gt=50, le=100)
@@ -84,16 +92,18 @@ class QuantizeConfig(StageConfig):
             finetune=suggest_finetune(trial, f"{prefix}.finetune", ctx, (1e-5, 1e-3), min_epochs=0),
         )
 
-    def reduced_range(self) -> bool:
+    def resolved_range(self) -> str:
+        """The weight range on this machine: `auto` is `per-layer` where int8 kernels saturate, else `full`."""
         if self.weight_range == "auto":
-            return int8_weights_saturate()
-        return self.weight_range == "reduced"
+            return "per-layer" if int8_weights_saturate() else "full"
+        return self.weight_range
 
     def settings(self) -> PTQSettings:
         return PTQSettings(
             group_size=self.group_size,
             learn_scales=self.learn_scales,
-            reduced_range=self.reduced_range(),
+            reduced_range=self.resolved_range() == "reduced",
+            reduce_overflowing=self.resolved_range() == "per-layer",
             calibration=self.calibration,
             percentile=self.percentile,
             calibration_batches=self.calibration_batches,
@@ -246,11 +256,7 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
         quantizer.freeze()
     refresh_weight_scales(quantized)
     quantized.eval()
-    if settings.reduced_range:
-        notes.append(
-            "8-bit weights use -63..63: this x86 CPU has no VNNI, and ONNX Runtime's int8 kernels saturate "
-            'at 16 bits with full-range weights (set weight_range = "full" for a VNNI or ARM target)'
-        )
+    notes.extend(_range_notes(settings, plan))
     if settings.rounding != "nearest":
         notes.append(_rounding_note(plan, settings.rounding))
     if plan.recurrent:
@@ -270,9 +276,32 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
         bits=quantized_bits,
         group_size=cfg.group_size,
         reduced_range=settings.reduced_range,
+        reduced_layers=[] if settings.reduced_range else quantization_bits(quantized)[2],
         per_tensor=per_tensor_layers(quantized),
         rewritten=rewritten,
         split_hardswish=plan.split_hardswish > 0,
         recurrent=plan.recurrent,
     )
     return artifact.with_record(record, model=quantized, quantization=quantization)
+
+
+def _range_notes(settings: PTQSettings, plan: QuantPlan) -> list[str]:
+    """What the report says about the 8-bit weights' range (quant/saturation.py)."""
+    if settings.reduced_range:
+        return [
+            "8-bit weights use -63..63: ONNX Runtime's int8 kernels on x86 without VNNI add pairs of products "
+            'in 16 bits, which full-range weights can overflow (weight_range = "per-layer" reduces only where needed)'
+        ]
+    if not settings.reduce_overflowing:
+        return []
+    reduced = [name for name, choice in plan.overflowing.items() if choice.reduced]
+    kept = [name for name in plan.overflowing if name not in reduced]
+    notes = ["8-bit weights use -127..127" + (f" except -63..63 on {', '.join(reduced)}" if reduced else "")]
+    if plan.overflowing:
+        notes.append(
+            "ONNX Runtime's int8 kernels on x86 without VNNI add pairs of products in 16 bits: replayed on the "
+            f"calibration data, {len(plan.overflowing)} layer(s) overflow at full range; -63..63 where that gives "
+            f"the smaller output error against the float weights ({len(reduced)}), full range elsewhere "
+            f"({len(kept)}{': ' + ', '.join(kept) if kept else ''})"
+        )
+    return notes
