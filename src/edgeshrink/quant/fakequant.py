@@ -209,3 +209,14 @@ class WeightQuant(nn.Module):
         self.refresh(weight)
         quantized = self.integers(weight) * self.expanded_scale(weight)
         return same_layout(weight + (quantized - weight).detach(), weight)  # straight-through estimator
+
+
+def weight_below(module: nn.Module, quantizer: WeightQuant) -> torch.Tensor:
+    """A layer's float weight as its quantizer sees it: after the masks and codebooks below it."""
+    chain = module.parametrizations.weight  # type: ignore[union-attr]
+    weight = chain.original
+    for p in chain:
+        if p is quantizer:
+            break
+        weight = p(weight)
+    return weight

@@ -32,7 +32,7 @@ from torch.nn.utils import parametrize
 
 from edgeshrink.errors import UnsupportedLayerError
 from edgeshrink.quant.attention import decompose
-from edgeshrink.quant.fakequant import ActQuant, WeightQuant
+from edgeshrink.quant.fakequant import ActQuant, WeightQuant, weight_below
 from edgeshrink.quant.recurrent import attach_recurrent_quantizers, note_recurrent_rows, recurrent_quantizers
 from edgeshrink.quant.saturation import RangeChoice
 from edgeshrink.weights import Mask, SharedWeights, baked_copy, get_mask, get_shared
@@ -363,17 +363,6 @@ def weight_quantizers(model: nn.Module) -> list[tuple[str, nn.Module, WeightQuan
                 if isinstance(p, WeightQuant):
                     out.append((name, module, p))
     return out
-
-
-def weight_below(module: nn.Module, quantizer: WeightQuant) -> torch.Tensor:
-    """A layer's float weight as its quantizer sees it: after the masks and codebooks below it."""
-    chain = module.parametrizations.weight  # type: ignore[union-attr]
-    weight = chain.original
-    for p in chain:
-        if p is quantizer:
-            break
-        weight = p(weight)
-    return weight
 
 
 def refresh_weight_scales(model: nn.Module) -> None:

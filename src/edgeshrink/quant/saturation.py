@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from edgeshrink.quant.fakequant import ACT_QMAX, ACT_QMIN, ActQuant
+from edgeshrink.quant.fakequant import ACT_QMAX, ACT_QMIN, ActQuant, weight_below
 
 PAIR_MIN, PAIR_MAX = -32768, 32767
 _CHUNK = 1 << 24  # products per step of the replay (int32: 64 MB)
@@ -68,19 +68,21 @@ def overflow_excess(codes: torch.Tensor, weights: torch.Tensor) -> tuple[torch.T
     return excess, count
 
 
-def _grid(weight: torch.Tensor, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row symmetric codes of `weight` [N, K] in -qmax..qmax, and the row scales [N, 1]."""
-    scale = (weight.abs().amax(dim=1, keepdim=True) / qmax).clamp_min(1e-12)
+def _grid(weight: torch.Tensor, qmax: int, per_tensor: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric codes of `weight` [N, K] in -qmax..qmax, and the scales [N, 1] (one per row, or one value
+    for the whole tensor: shared weights)."""
+    amax = weight.abs().amax() if per_tensor else weight.abs().amax(dim=1, keepdim=True)
+    scale = (amax / qmax).clamp_min(1e-12).expand(weight.shape[0], 1)
     return torch.clamp(torch.round(weight / scale), -qmax, qmax), scale
 
 
-def replay(choice: RangeChoice, rows: torch.Tensor, weight: torch.Tensor, act: ActQuant) -> None:
+def replay(choice: RangeChoice, rows: torch.Tensor, weight: torch.Tensor, act: ActQuant, per_tensor: bool) -> None:
     """Add one batch of one layer's dequantized inputs `rows` [M, K] against its float `weight` [N, K] (K in
     the runtime's order) to `choice`."""
     codes = torch.clamp(torch.round(rows / act.scale) + act.zero_point, ACT_QMIN, ACT_QMAX)
     reference = rows @ weight.T
     for qmax in (127, 63):
-        integers, scale = _grid(weight, qmax)
+        integers, scale = _grid(weight, qmax, per_tensor)
         out = rows @ (integers * scale).T
         if qmax == 127:
             excess, count = overflow_excess(codes, integers)
@@ -134,15 +136,15 @@ def _weight_rows(module: nn.Module, codes: torch.Tensor) -> list[torch.Tensor]:
 
 
 def replay_layers(gm: fx.GraphModule, inputs: Iterable[torch.Tensor]) -> dict[str, RangeChoice]:
-    """Replay every full-range, per-channel 8-bit layer of `gm` on the calibration `inputs`. Layers whose input
+    """Replay every full-range 8-bit layer of `gm` on the calibration `inputs`. Layers whose input
     is not on an activation grid, and depthwise convolutions, are not replayed (see the module docstring)."""
-    from edgeshrink.quant.prepare import weight_below, weight_quantizers
+    from edgeshrink.quant.prepare import weight_quantizers
 
     layers = {}
     for name, module, quantizer in weight_quantizers(gm):
         act = _producer(gm, name)
         depthwise = isinstance(module, nn.Conv1d | nn.Conv2d) and 1 < module.groups == module.in_channels
-        if quantizer.bits == 8 and not quantizer.reduced and not quantizer.per_tensor and act and not depthwise:
+        if quantizer.bits == 8 and not quantizer.reduced and act and not depthwise:
             layers[name] = (module, quantizer, act)
     choices = {name: RangeChoice() for name in layers}
     captured: dict[str, torch.Tensor] = {}
@@ -157,7 +159,7 @@ def replay_layers(gm: fx.GraphModule, inputs: Iterable[torch.Tensor]) -> dict[st
                 for name, (module, quantizer, act) in layers.items():
                     weights = _weight_rows(module, weight_below(module, quantizer))
                     for rows, weight in zip(_rows(module, captured[name]), weights, strict=True):
-                        replay(choices[name], rows, weight, act)
+                        replay(choices[name], rows, weight, act, quantizer.per_tensor)
                 captured.clear()
     finally:
         for hook in hooks:
