@@ -5,7 +5,8 @@ each pair of neighbouring products along the reduction axis into a signed 16-bit
 -32768..32767. Full-range weights (-127..127) overflow it only when two large activation codes meet two
 large weights of the same sign; 7-bit weights (-63..63) never do. Instead of giving up a bit on every layer,
 the `quantize` stage replays each layer's pairs on its calibration inputs (integer codes, the runtime's
-reduction order) and gives the reduced range only to the layers where a pair overflows.
+reduction order) and gives the reduced range only to the layers where a pair overflows and the reduced range
+gives the smaller output error (`RangeChoice`).
 
 The reduction order replayed is the one MLAS packs: input features for Linear; for convolutions kernel row,
 kernel column, then input channel (channels last). Depthwise convolutions are not replayed: their kernel
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from edgeshrink.quant.fakequant import ACT_QMAX, ACT_QMIN, ActQuant, weight_below
+from edgeshrink.quant.fakequant import ACT_QMAX, ACT_QMIN, ActQuant, weight_below, weight_qmax
 
 PAIR_MIN, PAIR_MAX = -32768, 32767
 _CHUNK = 1 << 24  # products per step of the replay (int32: 64 MB)
@@ -81,10 +82,10 @@ def replay(choice: RangeChoice, rows: torch.Tensor, weight: torch.Tensor, act: A
     the runtime's order) to `choice`."""
     codes = torch.clamp(torch.round(rows / act.scale) + act.zero_point, ACT_QMIN, ACT_QMAX)
     reference = rows @ weight.T
-    for qmax in (127, 63):
+    for qmax in (weight_qmax(8), weight_qmax(8, reduced=True)):
         integers, scale = _grid(weight, qmax, per_tensor)
         out = rows @ (integers * scale).T
-        if qmax == 127:
+        if qmax == weight_qmax(8):
             excess, count = overflow_excess(codes, integers)
             out += excess * act.scale * scale.T
             choice.overflows += count
@@ -147,6 +148,7 @@ def replay_layers(gm: fx.GraphModule, inputs: Iterable[torch.Tensor]) -> dict[st
         if quantizer.bits == 8 and not quantizer.reduced and act and not depthwise:
             layers[name] = (module, quantizer, act)
     choices = {name: RangeChoice() for name in layers}
+    weights = {name: _weight_rows(module, weight_below(module, q)) for name, (module, q, _) in layers.items()}
     captured: dict[str, torch.Tensor] = {}
     hooks = [
         module.register_forward_pre_hook(lambda _m, args, name=name: captured.__setitem__(name, args[0]))
@@ -157,8 +159,7 @@ def replay_layers(gm: fx.GraphModule, inputs: Iterable[torch.Tensor]) -> dict[st
             for x in inputs:
                 gm(x)
                 for name, (module, quantizer, act) in layers.items():
-                    weights = _weight_rows(module, weight_below(module, quantizer))
-                    for rows, weight in zip(_rows(module, captured[name]), weights, strict=True):
+                    for rows, weight in zip(_rows(module, captured[name]), weights[name], strict=True):
                         replay(choices[name], rows, weight, act, quantizer.per_tensor)
                 captured.clear()
     finally:
