@@ -48,14 +48,14 @@ def paired(first: np.ndarray, second: np.ndarray, labels: np.ndarray) -> dict[st
     return {"only_first": only_a, "only_second": only_b, "top1_differs": int((first != second).sum()), "p": p}
 
 
-def unseen_mask(task: Task, train_size: int, calibration_images: int, calibration_seeds: list[int]) -> torch.Tensor:
-    """Training images outside the task's fixed training subset and outside every calibration sample (the
-    same draws as Task.train_loader and the quantization benchmark's Split.subset)."""
+def unseen_mask(task: Task, train: Split, calibration_images: int, calibration_seeds: list[int]) -> torch.Tensor:
+    """Training examples outside the task's fixed training subset (Task.train_loader's) and outside every
+    calibration sample (the quantization benchmark's `train.subset(calibration_images, seed)`)."""
     if task.train_subset is None:
         raise ConfigError(f"{task.name} trains on every training image: no unseen images; use --images test")
-    seen = torch.zeros(train_size, dtype=torch.bool)
+    seen = torch.zeros(len(train.labels), dtype=torch.bool)
     for n, seed in [(task.train_subset, 0)] + [(calibration_images, s) for s in calibration_seeds]:
-        seen[torch.randperm(train_size, generator=torch.Generator().manual_seed(seed))[: min(n, train_size)]] = True
+        seen[train.subset_indices(n, seed)] = True
     return ~seen
 
 
@@ -63,7 +63,7 @@ def images_and_labels(task: Task, args: argparse.Namespace) -> tuple[np.ndarray,
     data = task.data(task_data_dir(args.data_dir, task))
     split: Split = data.test
     if args.images == "unseen":
-        keep = unseen_mask(task, len(data.train.labels), args.calibration_images, args.calibration_seeds)
+        keep = unseen_mask(task, data.train, args.calibration_images, args.calibration_seeds)
         split = Split(data.train.inputs[keep], data.train.labels[keep])
     return split.inputs.numpy().astype(np.float32), split.labels.numpy()
 

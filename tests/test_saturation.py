@@ -8,9 +8,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
+from torch.nn.utils import parametrize
 
 from edgeshrink.hardware import int8_weights_saturate
-from edgeshrink.quant.saturation import _rows, _weight_rows, overflow_excess
+from edgeshrink.quant.fakequant import WeightQuant
+from edgeshrink.quant.saturation import _grids, _rows, _weight_rows, overflow_excess
 
 
 def _session(nodes, inputs, inits, out_type):
@@ -66,3 +68,25 @@ def test_conv_pairs_follow_the_runtime_order(channels):
             rows = _rows(conv, torch.from_numpy(x).float())[0]
             _, count = overflow_excess(rows, _weight_rows(conv, torch.from_numpy(w).float())[0])
             assert (count > 0) == saturated, (i, j)
+
+
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_replay_grid_is_the_quantizers_own(per_tensor):
+    """The replay judges the codes and scales the file will store: the layer's own quantizer grid, one grid
+    for the whole tensor when it is shared (per tensor), also across the groups of a grouped conv."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, groups=2)
+    with torch.no_grad():
+        conv.weight[:3] *= 10  # the groups' ranges differ: a per-group grid would differ from the tensor's
+    quantizer = WeightQuant(conv.weight.detach(), bits=8, per_tensor=per_tensor)
+    parametrize.register_parametrization(conv, "weight", quantizer)
+    grids = _grids(conv, quantizer)
+    weight = conv.parametrizations.weight.original
+    stored = _weight_rows(conv, quantizer.integers(weight))
+    dequantized = _weight_rows(conv, conv.weight.detach())
+    scales = quantizer.scale.chunk(2)
+    for grid, codes, values, scale in zip(grids, stored, dequantized, scales, strict=True):
+        assert torch.equal(grid.full_codes, codes)
+        assert torch.equal(grid.full_scale, scale)
+        torch.testing.assert_close(grid.full, values, rtol=0, atol=0)
+        assert grid.reduced.abs().amax() <= grid.full.abs().amax()

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from edgeshrink.quant.fakequant import ACT_QMAX, ACT_QMIN, ActQuant, weight_below, weight_qmax
+from edgeshrink.quant.fakequant import ACT_QMAX, ACT_QMIN, ActQuant, WeightQuant, weight_below
 
 PAIR_MIN, PAIR_MAX = -32768, 32767
 _CHUNK = 1 << 24  # products per step of the replay (int32: 64 MB)
@@ -69,29 +69,45 @@ def overflow_excess(codes: torch.Tensor, weights: torch.Tensor) -> tuple[torch.T
     return excess, count
 
 
-def _grid(weight: torch.Tensor, qmax: int, per_tensor: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric codes of `weight` [N, K] in -qmax..qmax, and the scales [N, 1] (one per row, or one value
-    for the whole tensor: shared weights)."""
-    amax = weight.abs().amax() if per_tensor else weight.abs().amax(dim=1, keepdim=True)
-    scale = (amax / qmax).clamp_min(1e-12).expand(weight.shape[0], 1)
-    return torch.clamp(torch.round(weight / scale), -qmax, qmax), scale
+@dataclass
+class _Grid:
+    """One group of a layer's weight rows [N, K] (K in the runtime's order): the float weights, the codes and
+    scales [N] at full range, and the dequantized weights at full range and at -63..63."""
+
+    weight: torch.Tensor
+    full_codes: torch.Tensor
+    full_scale: torch.Tensor
+    full: torch.Tensor
+    reduced: torch.Tensor
 
 
-def replay(choice: RangeChoice, rows: torch.Tensor, weight: torch.Tensor, act: ActQuant, per_tensor: bool) -> None:
-    """Add one batch of one layer's dequantized inputs `rows` [M, K] against its float `weight` [N, K] (K in
-    the runtime's order) to `choice`."""
+def _grids(module: nn.Module, quantizer: WeightQuant) -> list[_Grid]:
+    """The layer's weight (below its quantizer) on the 8-bit grids its quantizer would use at full and at
+    reduced range (per channel, or one grid for the whole tensor: shared weights), one entry per group."""
+    weight = weight_below(module, quantizer)
+    rows = {}
+    for reduced in (False, True):
+        grid = WeightQuant(weight, bits=8, reduced=reduced, per_tensor=quantizer.per_tensor)
+        codes = grid.integers(weight)
+        rows[reduced] = (
+            _weight_rows(module, codes),
+            _weight_rows(module, codes * grid.expanded_scale(weight)),
+            grid.scale.chunk(getattr(module, "groups", 1)),
+        )
+    (full_codes, full, scales), (_, reduced, _) = rows[False], rows[True]
+    floats = _weight_rows(module, weight)
+    return [_Grid(*group) for group in zip(floats, full_codes, scales, full, reduced, strict=True)]
+
+
+def replay(choice: RangeChoice, rows: torch.Tensor, grid: _Grid, act: ActQuant) -> None:
+    """Add one batch of one layer's dequantized inputs `rows` [M, K] (one group) to `choice`."""
     codes = torch.clamp(torch.round(rows / act.scale) + act.zero_point, ACT_QMIN, ACT_QMAX)
-    reference = rows @ weight.T
-    for qmax in (weight_qmax(8), weight_qmax(8, reduced=True)):
-        integers, scale = _grid(weight, qmax, per_tensor)
-        out = rows @ (integers * scale).T
-        if qmax == weight_qmax(8):
-            excess, count = overflow_excess(codes, integers)
-            out += excess * act.scale * scale.T
-            choice.overflows += count
-            choice.full_error += float(((out - reference) ** 2).sum())
-        else:
-            choice.reduced_error += float(((out - reference) ** 2).sum())
+    reference = rows @ grid.weight.T
+    excess, count = overflow_excess(codes, grid.full_codes)
+    full = rows @ grid.full.T + excess * act.scale * grid.full_scale
+    choice.overflows += count
+    choice.full_error += float(((full - reference) ** 2).sum())
+    choice.reduced_error += float(((rows @ grid.reduced.T - reference) ** 2).sum())
 
 
 def _producer(gm: fx.GraphModule, layer: str) -> ActQuant | None:
@@ -148,7 +164,7 @@ def replay_layers(gm: fx.GraphModule, inputs: Iterable[torch.Tensor]) -> dict[st
         if quantizer.bits == 8 and not quantizer.reduced and act and not depthwise:
             layers[name] = (module, quantizer, act)
     choices = {name: RangeChoice() for name in layers}
-    weights = {name: _weight_rows(module, weight_below(module, q)) for name, (module, q, _) in layers.items()}
+    grids = {name: _grids(module, quantizer) for name, (module, quantizer, _) in layers.items()}
     captured: dict[str, torch.Tensor] = {}
     hooks = [
         module.register_forward_pre_hook(lambda _m, args, name=name: captured.__setitem__(name, args[0]))
@@ -158,9 +174,9 @@ def replay_layers(gm: fx.GraphModule, inputs: Iterable[torch.Tensor]) -> dict[st
         with torch.no_grad():
             for x in inputs:
                 gm(x)
-                for name, (module, quantizer, act) in layers.items():
-                    for rows, weight in zip(_rows(module, captured[name]), weights[name], strict=True):
-                        replay(choices[name], rows, weight, act, quantizer.per_tensor)
+                for name, (module, _, act) in layers.items():
+                    for rows, grid in zip(_rows(module, captured[name]), grids[name], strict=True):
+                        replay(choices[name], rows, grid, act)
                 captured.clear()
     finally:
         for hook in hooks:

@@ -84,9 +84,13 @@ class Split:
 
     def subset(self, n: int, seed: int = 0) -> Split:
         """A fixed random subset of n examples (for calibration or quick checks)."""
-        n = min(n, len(self.labels))
-        idx = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(seed))[:n]
+        idx = self.subset_indices(n, seed)
         return Split(self.inputs[idx], self.labels[idx])
+
+    def subset_indices(self, n: int, seed: int = 0) -> torch.Tensor:
+        """Which examples `subset(n, seed)` takes (to tell which examples a model or quantizer never saw)."""
+        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(seed))
+        return order[: min(n, len(self.labels))]
 
 
 @dataclass(frozen=True)
