@@ -27,8 +27,10 @@ env: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgeshrink compress --task digits-cnn --recipe deep-compression --out runs/demo
 
+# One pytest-xdist worker per CPU (at most 4), each test module on one worker so its trained fixtures are
+# built once; tests/conftest.py gives each worker one torch thread.
 test: $(TFLITE_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n logical --maxprocesses 4 --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -3,8 +3,15 @@ import os
 import pytest
 import torch
 
-# Tests must not depend on the machine's thread count or on ../shared data.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tests must not depend on the machine's thread count or on ../shared data. Under pytest-xdist (`make test`
+# runs one worker per CPU) each worker keeps to one thread: two workers of two OpenMP threads each on two
+# cores would spin against each other (../shared/ENVIRONMENT.md).
+# The processes a test starts (the search's workers) inherit the one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="module")
