@@ -18,8 +18,9 @@ from torch import nn
 
 from edgeshrink.errors import ExportError, RuntimeLoadError
 from edgeshrink.exporters.base import Built, Exporter, Runner, register_exporter
-from edgeshrink.exporters.onnx_build import float_twin, output_step, to_onnx
+from edgeshrink.exporters.onnx_build import FLOAT_OPSET, float_twin, output_step, to_onnx
 from edgeshrink.exporters.qdq import set_activation_type
+from edgeshrink.exporters.qdq_strip import float_twin_from_qdq
 from edgeshrink.hardware import int8_weights_saturate
 from edgeshrink.quant.prepare import is_quantized, weight_quantizers
 from edgeshrink.quant.recurrent import recurrent_quantizers
@@ -92,7 +93,8 @@ def choose_kernels(
             del graphs[t]
     if not graphs:
         raise ExportError(f"ONNX Runtime loads neither the uint8 nor the int8 variant: {refused['U8S8']}")
-    graphs["float"] = float_twin(model, example).SerializeToString()
+    twin = float_twin_from_qdq(uint8_graph, FLOAT_OPSET) or float_twin(model, example)  # qdq_strip.py
+    graphs["float"] = twin.SerializeToString()
     per_batch = _timings(graphs, example, threads)
     float_ms = per_batch[1]["float"]
     kinds = [k for k in graphs if k != "float"]

@@ -30,6 +30,9 @@ from edgeshrink.quant.export_copy import export_copy
 from edgeshrink.quant.prepare import activation_quantizers, is_quantized, weight_quantizers
 from edgeshrink.quant.recurrent import recurrent_quantizers
 
+FLOAT_OPSET = 18  # float models (and the float twin the integer file is timed against)
+QDQ_OPSET = 21  # QuantizeLinear/DequantizeLinear with INT4 and blocked scales
+
 
 def parametrize_weight(module: nn.Module) -> torch.Tensor:
     """The computed weight of a parametrized layer (errors inside a parametrization surface as they are,
@@ -115,11 +118,10 @@ def to_onnx(
     `recurrent_weights="int8"`: GRU/LSTM weights stored as int8 rows (qdq_recurrent.py; smaller, slower)."""
     model = model.eval()
     if not is_quantized(model):
-        return _torch_export(export_copy(model, "float"), example_input, 18), []
+        return _torch_export(export_copy(model, "float"), example_input, FLOAT_OPSET), []
     weights = quantized_weights(model)
     plain = export_copy(model, "onnx")
-    opset = 21  # QuantizeLinear/DequantizeLinear with INT4 and blocked scales
-    graph = _torch_export(plain, example_input, opset)
+    graph = _torch_export(plain, example_input, QDQ_OPSET)
     rows = rewrite_weights(graph, weights)
     if recurrent_weights == "int8":
         scales = [q.scale.numpy() for _, _, _, q in recurrent_quantizers(model)]
@@ -131,7 +133,7 @@ def to_onnx(
 
 def float_twin(model: nn.Module, example_input: torch.Tensor) -> onnx.ModelProto:
     """The same graph without quantizers (float kernels), to time against the integer one."""
-    return _torch_export(export_copy(model, "float"), example_input, 18)
+    return _torch_export(export_copy(model, "float"), example_input, FLOAT_OPSET)
 
 
 def output_step(model: nn.Module) -> float | None:
