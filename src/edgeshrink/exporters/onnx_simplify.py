@@ -67,11 +67,11 @@ def simplify(model: onnx.ModelProto) -> int:
         graph.node.insert(i, pool)
         freed.add(node.input[1])
         rewritten += 1
-    _drop_unread(graph, freed)
+    drop_unread(graph, freed)
     return rewritten
 
 
-def _drop_unread(graph: onnx.GraphProto, names: set[str]) -> None:
+def drop_unread(graph: onnx.GraphProto, names: set[str]) -> None:
     """Remove those constants no node reads any more (kept when a subgraph might read them)."""
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
         return

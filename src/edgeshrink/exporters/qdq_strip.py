@@ -21,6 +21,8 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from edgeshrink.exporters.onnx_simplify import drop_unread
+
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -34,16 +36,16 @@ def _dequantized(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> dict[st
     return {node.output[0]: numpy_helper.from_array(v, node.output[0]) for node, v in zip(nodes, values, strict=True)}
 
 
-def _live(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """The nodes that the graph's outputs depend on, in their order."""
-    producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
-    needed, stack = set(), [o.name for o in graph.output]
+def _live(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:
+    """Those of `nodes` that the `outputs` depend on, in their order."""
+    producers = {out: i for i, node in enumerate(nodes) for out in node.output}
+    needed, stack = set(), list(outputs)
     while stack:
         i = producers.get(stack.pop())
         if i is not None and i not in needed:
             needed.add(i)
-            stack.extend(graph.node[i].input)
-    return [node for i, node in enumerate(graph.node) if i in needed]
+            stack.extend(nodes[i].input)
+    return [node for i, node in enumerate(nodes) if i in needed]
 
 
 def _defined_at(op_type: str, opset: int) -> bool:
@@ -57,8 +59,13 @@ def _defined_at(op_type: str, opset: int) -> bool:
 def float_twin_from_qdq(model: onnx.ModelProto, float_opset: int) -> onnx.ModelProto | None:
     """`model` (a QDQ graph, not modified) without its quantization, or None where the float export at
     `float_opset` would write other operators: see the module docstring."""
+    nodes = model.graph.node
     subgraphs = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-    if any(a.type in subgraphs for n in model.graph.node for a in n.attribute):
+    if any(a.type in subgraphs for n in nodes for a in n.attribute):
+        return None
+    if any(n.domain not in ("", "ai.onnx") for n in nodes):
+        return None
+    if not all(_defined_at(n.op_type, float_opset) for n in nodes if n.op_type not in QDQ):
         return None
     twin = onnx.ModelProto()
     twin.CopyFrom(model)
@@ -78,21 +85,14 @@ def float_twin_from_qdq(model: onnx.ModelProto, float_opset: int) -> onnx.ModelP
         if out.name in bypass:  # the graph's last op was a quantizer: keep the output's name
             graph.node.append(helper.make_node("Identity", [_resolve(bypass, out.name)], [out.name]))
     floats = _dequantized(twin, weights) if weights else {}
-    kept = [n for n in graph.node if not (n.op_type == "DequantizeLinear" and n.output[0] in floats)]
-    del graph.node[:]
-    graph.node.extend(kept)
     graph.initializer.extend(floats.values())
-    live = _live(graph)
+    kept = [n for n in graph.node if not (n.op_type == "DequantizeLinear" and n.output[0] in floats)]
+    live = _live(kept, [o.name for o in graph.output])
     del graph.node[:]
     graph.node.extend(live)
-    if any(n.op_type in QDQ or n.domain not in ("", "ai.onnx") for n in graph.node):
+    if any(n.op_type in QDQ for n in graph.node):
         return None
-    if not all(_defined_at(n.op_type, float_opset) for n in graph.node):
-        return None
-    read = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
-    unused = [i for i in graph.initializer if i.name not in read]
-    for init in unused:
-        graph.initializer.remove(init)
+    drop_unread(graph, inits)
     return twin
 
 
