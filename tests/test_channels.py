@@ -254,3 +254,46 @@ def test_a_step_over_the_accuracy_budget_is_undone(tmp_path):
     rebuilt = edgeshrink.load(edgeshrink.save(held, tmp_path / "c.eshrink").path, SmallNet())
     with torch.no_grad():
         assert torch.equal(rebuilt.model(val_loader.inputs), held.model(val_loader.inputs))
+
+
+def test_a_model_torch_pruning_cannot_trace_is_a_one_line_refusal_naming_the_layer():
+    class BiLstm(nn.Module):  # torch-pruning's concatenation mapping fails inside a bidirectional 2-layer LSTM
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(8, 12, num_layers=2, batch_first=True, bidirectional=True)
+            self.norm = nn.LayerNorm(24)
+            self.head = nn.Linear(24, 4)
+
+        def forward(self, x):
+            h, _ = self.lstm(x)
+            return self.head(self.norm(h.mean(1)))
+
+    with pytest.raises(edgeshrink.EdgeshrinkError, match="cannot trace.*LSTM.*prune stage") as err:
+        prune(BiLstm(), (20, 8), ratio=0.3)
+    assert "\n" not in str(err.value)
+
+
+def test_a_channel_split_torch_pruning_cannot_follow_is_left_whole_and_the_rest_is_pruned():
+    class Gated(nn.Module):  # F.glu halves conv's 16 outputs: torch-pruning maps them onto norm's 8 channels
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 16, 3, padding=1)
+            self.norm = nn.BatchNorm2d(8)
+            self.mid = nn.Conv2d(8, 16, 3, padding=1)
+            self.last = nn.Conv2d(16, 16, 3, padding=1)
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, x):
+            h = self.norm(nn.functional.glu(self.conv(x), dim=1))
+            h = torch.relu(self.last(torch.relu(self.mid(h))))
+            return self.head(h.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Gated().eval()
+    graph = dependency_graph(model, (1, 8, 8))
+    found = {g.root for g in find_groups(model, graph, [model.head])}
+    assert "conv" not in found and {"mid", "last"} <= found
+    x = torch.randn(4, 1, 8, 8)
+    prune(model, (1, 8, 8), ratio=0.5)
+    assert out_channels(model)["conv"] == 16 and out_channels(model)["mid"] == 8 == out_channels(model)["last"]
+    assert model(x).shape == (4, 4)

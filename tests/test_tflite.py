@@ -12,6 +12,7 @@ from helpers import SmallNet, loaders
 from torch import nn
 
 import edgeshrink
+from edgeshrink.artifact import Artifact
 from edgeshrink.errors import ConfigError, ExportError
 from edgeshrink.exporters.c_array import c_source, write_c_array
 from edgeshrink.exporters.onnx_build import quantized_weights
@@ -19,6 +20,7 @@ from edgeshrink.measure.tflite_graph import from_tflite
 from edgeshrink.quant.passes import calibrate
 from edgeshrink.quant.prepare import activation_quantizers, prepare
 from edgeshrink.runtimes.litert import make_interpreter, run_interpreter
+from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
 from edgeshrink.tasks.registry import list_tasks, load_task
 from edgeshrink.weights import attach_mask
 
@@ -200,3 +202,26 @@ def test_a_tflite_file_is_recognised_by_its_content(tmp_path, data):
     renamed = tmp_path / "model.bin"
     (tmp_path / "m.tflite").rename(renamed)
     assert edgeshrink.profile(renamed, latency=False).source.kind == "tflite"
+
+
+@pytest.mark.parametrize("act", [nn.functional.elu, nn.functional.selu])
+def test_int8_elu_beside_a_residual_add_converts_and_verifies(act, tmp_path):
+    """litert-torch's layout pass had no NHWC rule for ELU (SELU lowers to it): x + elu(x) after a
+    convolution failed to convert in int8 with a broadcast error."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3, padding=1)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.conv(x)
+            return self.head((h + act(h)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 8, 8)
+    ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
+    art = apply_stage(Artifact(Net().eval(), example_input=x[:1]), parse_stage({"type": "quantize"}), ctx)
+    result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
+    assert result.parity["within_tolerance"], result.parity  # LiteRT's integers against the fake-quantized model

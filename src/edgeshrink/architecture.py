@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from edgeshrink.errors import ArchitectureMismatchError, ConfigError, FormatError
+from edgeshrink.errors import ArchitectureMismatchError, ConfigError, FormatError, UnsupportedLayerError
 
 
 class ChannelEdit(BaseModel):
@@ -90,14 +90,34 @@ class Arch(BaseModel):
 
 
 def dependency_graph(model: nn.Module, input_shape: Sequence[int]) -> Any:
-    """torch-pruning's DependencyGraph of `model`, traced with one zero input (training mode restored)."""
+    """torch-pruning's DependencyGraph of `model`, traced with one zero input (training mode restored).
+
+    Raises UnsupportedLayerError, not torch-pruning's internal traceback, when it cannot trace the model
+    (it fails inside its own concatenation mapping on a bidirectional or multi-layer LSTM, for one)."""
     import torch_pruning as tp
 
     was_training = model.training
     example = torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    model.train(was_training)
+    try:
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except Exception as exc:  # noqa: BLE001 - any failure inside the tracer means the same to the user
+        fix = "remove the channels stage and use the prune stage (unstructured) on this model"
+        raise UnsupportedLayerError(untraceable(model, exc, fix)) from exc
+    finally:
+        model.train(was_training)
     return graph
+
+
+def untraceable(model: nn.Module, exc: Exception, fix: str) -> str:
+    """Why torch-pruning could not trace or couple `model`'s channels (naming the layer types that usually
+    cause it), and `fix`."""
+    suspects = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.MultiheadAttention | nn.RNNBase)})
+    cause = f" (the model has {', '.join(suspects)} layers, whose channels it cannot couple)" if suspects else ""
+    first = (str(exc).splitlines() or [""])[0][:100]
+    return (
+        f"channels: torch-pruning cannot trace the channel dependencies of this model{cause}: "
+        f"{type(exc).__name__} {first}; {fix}"
+    )
 
 
 def edits_from_history(history: Sequence[Sequence[Any]]) -> list[ChannelEdit]:

@@ -77,6 +77,7 @@ def convert(model: nn.Module, example: torch.Tensor, static_int8: bool) -> bytes
 
     quant_config = None
     if static_int8:
+        _elementwise_layout_rewriters()
         from litert_torch.quantize import pt2e_quantizer
         from litert_torch.quantize import quant_config as qc
 
@@ -94,6 +95,19 @@ def convert(model: nn.Module, example: torch.Tensor, static_int8: bool) -> bytes
             first = " ".join(str(exc).split())[-600:]
             raise ExportError(f"litert-torch could not convert the model: {type(exc).__name__}: {first}") from None
         return path.read_bytes()
+
+
+def _elementwise_layout_rewriters() -> None:
+    """Tell litert-torch's NHWC layout pass that ELU (and SELU, which lowers to it) is elementwise.
+
+    litert-torch 0.10 has no NHWC rewriter for aten.elu, so ELU stays NCHW; in an int8 graph the transposes
+    it then places around ELU's quantize/dequantize pair do not reach the residual add or gate beside it, and
+    conversion fails with a broadcast error (x + elu(x) after a convolution). ELU is elementwise, so the
+    layout pass's own no-op rewriter is the right one."""
+    from litert_torch._convert.fx_passes.optimize_layout_transposes_pass import layout_rewrite
+
+    if torch.ops.aten.elu.default not in layout_rewrite.rewriters:
+        layout_rewrite.rewriters.register(torch.ops.aten.elu)(lambda node: None)
 
 
 def _quantize_weights(float_tflite: bytes, recipe) -> bytes:

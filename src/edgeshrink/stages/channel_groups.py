@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeshrink.architecture import dependency_graph
+from edgeshrink.architecture import dependency_graph, untraceable
 from edgeshrink.errors import ConfigError, UnsupportedLayerError
 from edgeshrink.mac_count import count_macs, layer_macs
 
@@ -63,17 +63,6 @@ def classifier_name(model: nn.Module, input_shape: Sequence[int]) -> str:
     return names[layers[-1]]
 
 
-def _untraceable(model: nn.Module, exc: Exception) -> str:
-    """Why torch-pruning could not couple the channels, naming the layer types that usually cause it."""
-    suspects = sorted({type(m).__name__ for m in fixed_width_layers(model)})
-    cause = f" (the model has {', '.join(suspects)} layers, whose channels it cannot couple)" if suspects else ""
-    return (
-        f"channels: torch-pruning cannot trace the channel dependencies of this model{cause}: "
-        f"{type(exc).__name__} {str(exc)[:80]}; exclude those layers and the layers feeding them with "
-        "scope.exclude, or use the prune stage (unstructured) instead"
-    )
-
-
 def fixed_width_layers(model: nn.Module) -> list[nn.Module]:
     """Layers whose widths tie many others in ways torch-pruning does not map correctly (attention heads,
     recurrent gates): every group that touches one is left alone."""
@@ -99,8 +88,26 @@ def _prunable_groups(graph, ignored: list[nn.Module], fixed: list[nn.Module]):
             continue  # coupled through a layer whose channels it cannot map (a recurrent layer's gates)
         outs = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
         visited.update(outs)
-        if not any(m in skipped for m in outs) and not any(dep.target.module in fixed for dep, _ in group):
+        if any(m in skipped for m in outs) or any(dep.target.module in fixed for dep, _ in group):
+            continue
+        if _indices_fit(graph, group):
             yield group
+
+
+def _indices_fit(graph, group) -> bool:
+    """Whether every channel index the group would remove exists in the layer it names. torch-pruning does
+    not follow channel splits (F.glu, chunk): it then maps a layer's 16 outputs onto the 8 channels after
+    the split, and the group, however scored or pruned, would break the model."""
+    for dep, idxs in group:
+        module = dep.target.module
+        pruner = graph.get_pruner_of_module(module) if isinstance(module, nn.Module) else None
+        if pruner is None or not idxs:
+            continue
+        out = graph.is_out_channel_pruning_fn(dep.handler)
+        count = pruner.get_out_channels(module) if out else pruner.get_in_channels(module)
+        if count is not None and max(int(i) for i in idxs) >= count:
+            return False
+    return True
 
 
 def find_groups(model: nn.Module, graph, ignored: list[nn.Module]) -> list[ChannelGroup]:
@@ -110,7 +117,8 @@ def find_groups(model: nn.Module, graph, ignored: list[nn.Module]) -> list[Chann
     try:
         found = list(_prunable_groups(graph, ignored, fixed_width_layers(model)))
     except (IndexError, KeyError, RuntimeError, ValueError) as exc:
-        raise UnsupportedLayerError(_untraceable(model, exc)) from None
+        fix = "exclude those layers and the layers feeding them with scope.exclude, or use the prune stage instead"
+        raise UnsupportedLayerError(untraceable(model, exc, fix)) from None
     for group in found:
         root = group[0].dep.target.module
         layers, channel_groups = [], 1

@@ -233,7 +233,8 @@ def _readers(model: nn.Module, layers, cfg: PruneConfig, ctx: StageContext, note
     try:
         found = find_readers(model, layers, shape)
     except Exception as exc:  # noqa: BLE001 - the pruning goes on, with every unit kept as it is
-        notes.append(f"dead units: torch-pruning cannot trace this model ({type(exc).__name__}); none respent")
+        cause = exc.__cause__ or exc
+        notes.append(f"dead units: torch-pruning cannot trace this model ({type(cause).__name__}); none respent")
         return []
     readers, more = verified(model, found, probe)
     notes += more
