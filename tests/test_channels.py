@@ -297,3 +297,21 @@ def test_a_channel_split_torch_pruning_cannot_follow_is_left_whole_and_the_rest_
     prune(model, (1, 8, 8), ratio=0.5)
     assert out_channels(model)["conv"] == 16 and out_channels(model)["mid"] == 8 == out_channels(model)["last"]
     assert model(x).shape == (4, 4)
+
+
+def test_a_forward_that_writes_a_width_as_a_number_is_refused_naming_its_line():
+    class FixedView(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 16, 3, padding=1)
+            self.squeeze, self.excite = nn.Linear(16, 4), nn.Linear(4, 16)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            gate = torch.sigmoid(self.excite(torch.relu(self.squeeze(h.mean((2, 3))))))
+            return self.head((h * gate.view(-1, 16, 1, 1)).mean((2, 3)))  # 16: the width, as a number
+
+    with pytest.raises(edgeshrink.EdgeshrinkError, match=r"no longer runs.*test_channels\.py:\d+.*x\.shape\[1\]") as e:
+        prune(FixedView(), (1, 8, 8), ratio=0.5)
+    assert "\n" not in str(e.value)

@@ -141,3 +141,28 @@ def test_int8_recurrent_weights_are_refused_where_there_are_none(tmp_path):
     with pytest.raises(ExportError, match="has none"):
         edgeshrink.export(art, tmp_path / "i.onnx", verify_data=[x], recurrent_weights="int8")
     assert not (tmp_path / "i.onnx").exists()
+
+
+def test_an_lstm_with_a_projection_is_refused_by_onnx_in_one_line_and_profiled_without_it(tmp_path):
+    """ONNX's LSTM has no output projection; PyTorch's exporter wrote a graph ONNX Runtime failed on at run time
+    (profile crashed inside ONNX Runtime). The LiteRT file is verified against PyTorch."""
+
+    class Projected(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(8, 16, batch_first=True, proj_size=4)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0][:, -1])
+
+    torch.manual_seed(0)
+    model, x = Projected().eval(), torch.randn(16, 6, 8)
+    with pytest.raises(ExportError, match=r"lstm: an LSTM with proj_size=4 has no ONNX equivalent") as err:
+        edgeshrink.export(model, tmp_path / "m.onnx", example_input=x)
+    assert not (tmp_path / "m.onnx").exists() and "\n" not in str(err.value)
+    profile = edgeshrink.profile(model, example_input=x[:1])
+    assert "pytorch" in profile.latency and "onnxruntime" not in profile.latency
+    assert any("no ONNX Runtime latency" in note and "proj_size" in note for note in profile.notes), profile.notes
+    tflite = edgeshrink.export(model, tmp_path / "m.tflite", verify_data=[x])
+    assert tflite.parity["within_tolerance"], tflite.parity

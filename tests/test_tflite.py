@@ -225,3 +225,60 @@ def test_int8_elu_beside_a_residual_add_converts_and_verifies(act, tmp_path):
     art = apply_stage(Artifact(Net().eval(), example_input=x[:1]), parse_stage({"type": "quantize"}), ctx)
     result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
     assert result.parity["within_tolerance"], result.parity  # LiteRT's integers against the fake-quantized model
+
+
+class LinearGate(nn.Module):
+    """Squeeze-excite written with Linear layers and a view: litert-torch's channels-last layout pass fails on
+    the int8 graph (a 2-D gate reshaped to 4-D between quantize/dequantize pairs)."""
+
+    def __init__(self, pool=None):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.squeeze, self.excite = nn.Linear(8, 2), nn.Linear(2, 8)
+        self.head = nn.Linear(8, 3)
+        self.pool = pool or (lambda h: h.mean((2, 3)))
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        gate = torch.sigmoid(self.excite(torch.relu(self.squeeze(h.mean((2, 3)))))).view(-1, 8, 1, 1)
+        return self.head(self.pool(h * gate))
+
+
+class LogSigmoidResidual(nn.Module):
+    """x + logsigmoid(x) after a convolution: litert-torch's layout pass fails to convert the int8 graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 16, 3, padding=1), nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.head((h + nn.functional.logsigmoid(h)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("net", [LogSigmoidResidual, LinearGate])
+@pytest.mark.parametrize("calibration", ["minmax", "mse"])
+def test_a_graph_the_layout_pass_gets_wrong_is_converted_without_it_and_verifies(net, calibration, tmp_path):
+    """On these graphs litert-torch's layout pass either fails or writes a file many output steps off (top-1
+    agreement down to 37%), depending on the scales; without it the file matches to the step."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 8, 8)
+    ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
+    stage = parse_stage({"type": "quantize", "calibration": calibration})
+    art = apply_stage(Artifact(net().eval(), example_input=x[:1]), stage, ctx)
+    result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
+    assert result.parity["within_tolerance"], result.parity  # LiteRT's integers against the fake-quantized model
+    assert any("channels-last layout pass" in note for note in result.notes), result.notes
+    assert result.bytes == (tmp_path / "m.tflite").stat().st_size
+    interpreter = make_interpreter((tmp_path / "m.tflite").read_bytes(), 1)
+    with torch.no_grad():
+        expected = result.model(x[:8]).numpy()
+    got = np.concatenate([run_interpreter(interpreter, x[i : i + 1].numpy()) for i in range(8)])
+    assert np.abs(got - expected).max() <= result.parity["tolerance"]  # the written file is the one checked
+
+
+def test_an_operator_litert_cannot_convert_is_named_with_the_fix(tmp_path):
+    model = LinearGate(pool=lambda h: nn.functional.adaptive_max_pool2d(h, 1).flatten(1)).eval()
+    with pytest.raises(ExportError, match=r"no conversion for aten\.adaptive_max_pool2d .*amax") as err:
+        edgeshrink.export(model, tmp_path / "m.tflite", example_input=torch.randn(2, 1, 8, 8))
+    assert not (tmp_path / "m.tflite").exists() and "\n" not in str(err.value)

@@ -216,6 +216,7 @@ def export_model(
     if verify:
         batches = [as_input(x) for x in verify_batches] or [as_input(example_input)]
         result.parity = exporter.check(built, batches, threads)
+        result.bytes, result.io = len(built.data), built.io  # a check may replace the file by a closer one
     result.files = [str(p) for p in exporter.write(built, Path(path), result, resolved)]
     atomic_write(summary_path(result.path), json.dumps(result.to_dict(), indent=2, default=str).encode())
     return result

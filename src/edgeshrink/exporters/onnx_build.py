@@ -67,8 +67,20 @@ def _qdq_translation():
     return {torch.ops.edgeshrink.quantize_dequantize.default: quantize_dequantize}
 
 
+def _refuse_projected_lstm(model: nn.Module) -> None:
+    """ExportError for an LSTM with an output projection: ONNX's LSTM operator has none, and PyTorch's
+    exporter writes a graph ONNX Runtime fails on at run time (its cell state gets the projected size)."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.LSTM) and m.proj_size > 0:
+            raise ExportError(
+                f"{name}: an LSTM with proj_size={m.proj_size} has no ONNX equivalent (ONNX's LSTM has no output "
+                "projection); use proj_size=0 with a Linear layer after the LSTM, or export to TFLite"
+            )
+
+
 def _torch_export(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
     """The PyTorch exporter (dynamo) with a dynamic batch dimension, to one in-memory model."""
+    _refuse_projected_lstm(model)
     batch = torch.export.Dim("batch", min=1, max=4096)
     example = example[:1].repeat(2, *([1] * (example.dim() - 1)))  # a batch of 1 would be specialised
     quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"

@@ -12,8 +12,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch import nn
@@ -69,11 +72,40 @@ def litert_int8_copy(model: nn.Module, runtime: str = "LiteRT", file: str = ".tf
     return plain, notes
 
 
-def convert(model: nn.Module, example: torch.Tensor, static_int8: bool) -> bytes:
+def convert(
+    model: nn.Module, example: torch.Tensor, static_int8: bool, notes: list[str] | None = None, layout_pass: bool = True
+) -> bytes:
     """litert-torch conversion at batch 1; `static_int8` tells the converter to fold Q/DQ pairs into
-    int8 tensors."""
+    int8 tensors. When litert-torch's NHWC layout pass fails on the graph, converts again without it (a
+    transpose before and after each convolution instead of a channels-last graph) and says so in `notes`;
+    `layout_pass=False` converts without it from the start."""
+    if not layout_pass:
+        return _convert(model, example, static_int8, layout_pass=False)
+    try:
+        return _convert(model, example, static_int8, layout_pass=True)
+    except ExportError as exc:
+        if "Lowering not found" in str(exc):  # an operator LiteRT lacks: no layout changes that
+            raise
+        failed = exc
+    try:
+        data = _convert(model, example, static_int8, layout_pass=False)
+    except ExportError as exc:
+        raise (exc if "Lowering not found" in str(exc) else failed) from None  # the operator LiteRT lacks first
+    if notes is not None:
+        notes.append(
+            f"litert-torch's channels-last layout pass failed on this graph ({str(failed)[:200]}); the file was "
+            f"converted without it, {WITHOUT_LAYOUT}"
+        )
+    return data
+
+
+WITHOUT_LAYOUT = "with transposes around each convolution: measure its latency"
+
+
+def _convert(model: nn.Module, example: torch.Tensor, static_int8: bool, layout_pass: bool) -> bytes:
     with quiet():
         import litert_torch  # its torchao import prints "Failed to load ..." lines
+        from litert_torch._convert import fx_passes
 
     quant_config = None
     if static_int8:
@@ -86,15 +118,44 @@ def convert(model: nn.Module, example: torch.Tensor, static_int8: bool) -> bytes
             pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True)
         )
         quant_config = qc.QuantConfig(pt2e_quantizer=quantizer)
-    with tempfile.TemporaryDirectory() as tmp:
+    layout = (
+        contextlib.nullcontext()
+        if layout_pass
+        else mock.patch.object(fx_passes, "OptimizeLayoutTransposesPass", _no_layout_pass)
+    )
+    with tempfile.TemporaryDirectory() as tmp, layout:
         path = Path(tmp) / "model.tflite"
         try:
             with quiet():
                 litert_torch.convert(model.eval(), (example[:1],), quant_config=quant_config).export(str(path))
         except Exception as exc:
-            first = " ".join(str(exc).split())[-600:]
-            raise ExportError(f"litert-torch could not convert the model: {type(exc).__name__}: {first}") from None
+            raise ExportError(_conversion_failure(exc)) from None
         return path.read_bytes()
+
+
+def _conversion_failure(exc: Exception) -> str:
+    """The converter's error in one line; for an operator LiteRT has no conversion for, which one and what to do."""
+    text = " ".join(str(exc).split())
+    missing = re.search(r"Lowering not found: (\S+)", text)
+    if missing:
+        op = missing.group(1).removesuffix(".default")
+        return (
+            f"LiteRT has no conversion for {op} (litert-torch: 'Lowering not found'); write that step of the model's "
+            "forward with operators LiteRT has (adaptive_max_pool2d(x, 1) is x.amax((2, 3))), or export to ONNX"
+        )
+    text = re.split(r" (?:While executing|Original traceback:|Use tlparse)", text)[0]
+    return f"litert-torch could not convert the model: {type(exc).__name__}: {text[:400]}"
+
+
+def _no_layout_pass():
+    """Stands in for litert-torch's OptimizeLayoutTransposesPass(): leaves the program as it is (NCHW)."""
+    from litert_torch import fx_infra
+
+    class NoLayoutPass(fx_infra.ExportedProgramPassBase):
+        def call(self, exported_program):
+            return fx_infra.ExportedProgramPassResult(exported_program, False)
+
+    return NoLayoutPass()
 
 
 def _elementwise_layout_rewriters() -> None:

@@ -14,6 +14,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -225,6 +226,35 @@ def remove_channels(
         graph.get_pruning_group(root, graph.get_pruner_of_module(root).prune_out_channels, idxs).prune()
 
 
+def require_runs(model: nn.Module, input_shape: Sequence[int]) -> None:
+    """UnsupportedLayerError when `model` no longer runs after its channels were removed: a forward that
+    writes a width as a number (`x.view(-1, 16, 1, 1)`) cannot follow the pruning, and only the user can
+    change it. Names the line of the model's code that failed."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype))
+    except Exception as exc:  # noqa: BLE001 - whatever the model raises, the cause is the same
+        where = _model_line(exc)
+        raise UnsupportedLayerError(
+            f"channels: the model no longer runs once channels are removed ({type(exc).__name__}: "
+            f"{(str(exc).splitlines() or [''])[0][:120]}){where}; its forward probably writes a channel count as "
+            "a number: take it from the tensor (x.shape[1]), or keep those layers whole with scope.exclude"
+        ) from None
+    finally:
+        model.train(was_training)
+
+
+def _model_line(exc: BaseException) -> str:
+    """' at file:line' of the innermost frame outside torch and edgeshrink (the user's forward), or ''."""
+    import traceback
+
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if not {"torch", "edgeshrink"} & set(Path(f.filename).parts)
+    ]
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+
+
 def pruned_copy(
     model: nn.Module,
     groups: list[ChannelGroup],
@@ -236,6 +266,7 @@ def pruned_copy(
     """A pruned deep copy (the model itself untouched), for trying an allocation."""
     trial = copy.deepcopy(model)
     remove_channels(trial, dependency_graph(trial, input_shape), groups, ratios, originals, round_to)
+    require_runs(trial, input_shape)
     return trial
 
 

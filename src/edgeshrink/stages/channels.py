@@ -40,6 +40,7 @@ from edgeshrink.stages.channel_groups import (
     keep_count,
     pruned_copy,
     remove_channels,
+    require_runs,
     score_groups,
 )
 from edgeshrink.train import TrainConfig, evaluate
@@ -316,6 +317,7 @@ class _Steps:
                 model, graph, cfg, groups, settings, curves, originals, self.shape, self.macs0, fraction
             )
             remove_channels(model, graph, groups, ratios, originals, cfg.multiple())
+            require_runs(model, self.shape)
             new = edits_from_history(graph.pruning_history())
             arch, edits = arch.with_channel_edits(self.shape, new), edits + new
             macs = count_macs(model, self.shape)
