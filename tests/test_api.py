@@ -85,3 +85,23 @@ def test_divergence_is_reported_not_trained_through():
         model.fc2.weight.fill_(float("nan"))
     with pytest.raises(TrainingDivergedError, match="Lower the learning rate"):
         fit(model, loaders()[0], TrainConfig(epochs=1))
+
+
+class TwoOutputs(SmallNet):
+    """Logits and the features before them: evaluation and every exported file read one output."""
+
+    def forward(self, x):
+        logits = super().forward(x)
+        return {"logits": logits, "features": torch.relu(self.conv(x)).mean((2, 3))}
+
+
+def test_a_model_with_several_outputs_is_refused_before_any_work(tmp_path):
+    train_loader, val_loader = loaders()
+    with pytest.raises(ConfigError, match=r"returns a dict of 2 outputs, not one tensor.*wrap it") as err:
+        edgeshrink.compress(
+            TwoOutputs(), "int8", train_loader=train_loader, val_loader=val_loader, out=tmp_path / "run", progress=False
+        )
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="not one tensor"):
+        edgeshrink.export(TwoOutputs(), tmp_path / "m.onnx", example_input=torch.zeros(1, 1, 8, 8))
+    assert not (tmp_path / "m.onnx").exists()

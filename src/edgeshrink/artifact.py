@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from edgeshrink.architecture import Arch
+from edgeshrink.errors import ConfigError
 
 Precision = Literal["float32", "float16"]
 Kind = Literal["module", "checkpoint", "container", "run-folder"]
@@ -131,3 +132,23 @@ class Artifact:
             return self.compute_dtype
         bits = self.quantization.weight_bits()
         return "int8" if bits == [8] else "w" + "/".join(map(str, bits)) + "a8"
+
+
+def require_one_output(model: nn.Module, example: torch.Tensor | None) -> None:
+    """ConfigError unless `model` returns one tensor: evaluation, parity checks and every exported file read
+    one output. A tuple or dict (logits and an embedding) is refused before any work, naming the fix."""
+    if example is None:
+        return
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(example[:1])
+    finally:
+        model.train(was_training)
+    if isinstance(out, torch.Tensor):
+        return
+    what = f"a {type(out).__name__}" + (f" of {len(out)} outputs" if isinstance(out, tuple | list | dict) else "")
+    raise ConfigError(
+        f"the model returns {what}, not one tensor; edgeshrink compresses, measures and exports models with one "
+        "output: wrap it in a module whose forward returns the tensor to keep (the logits, the embedding)"
+    )

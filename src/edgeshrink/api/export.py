@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from edgeshrink.api.inputs import to_artifact
+from edgeshrink.artifact import require_one_output
 from edgeshrink.errors import ExportError
 from edgeshrink.exporters.base import ExportResult, export_model, format_for
 
@@ -35,6 +36,7 @@ def export(
     example = example_input if example_input is not None else (batches[0][:1] if batches else art.example())
     if example is None:
         raise ExportError("export needs example_input= (one input batch) or verify_data=")
+    require_one_output(art.model, example)
     return export_model(
         art.model,
         path,

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeshrink.artifact import Artifact, Quantization
+from edgeshrink.artifact import Artifact, Quantization, require_one_output
 from edgeshrink.errors import ConfigError, FormatError
 
 EXPORTED_SUFFIXES = (".onnx", ".tflite")
@@ -86,6 +86,7 @@ def to_artifact(
         art = obj.artifact
     elif isinstance(obj, nn.Module):
         art = artifact_of_module(obj)
+        require_one_output(obj, example_input if example_input is not None else art.example())
     elif isinstance(obj, str | Path):
         from edgeshrink.io import load
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from edgeshrink.architecture import Arch
-from edgeshrink.artifact import Artifact
+from edgeshrink.artifact import Artifact, require_one_output
 from edgeshrink.encode.container import state_to_bytes
 from edgeshrink.errors import BudgetError, ConfigError
 from edgeshrink.files import atomic_write
@@ -158,6 +158,7 @@ def compress(
         on_epoch=on_epoch,
         rewind_weights=rewind_weights,
     )
+    require_one_output(model, ctx.example_input)
     arch = Arch.parse(arch)
     artifact = Artifact(
         copy.deepcopy(model).eval(), arch, example_input=ctx.example_input, meta={"recipe": recipe.name, "seed": seed}
