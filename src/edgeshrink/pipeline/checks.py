@@ -10,6 +10,7 @@ from torch import nn
 
 from edgeshrink.errors import ConfigError
 from edgeshrink.recipes import Recipe
+from edgeshrink.weights import has_parametrizations
 
 # Stages that need a plain float model, and the stages after which that no longer holds.
 _NEEDS_PLAIN = {"channels": {"prune", "share", "quantize", "half"}}
@@ -32,8 +33,13 @@ def _check_rewind(recipe: Recipe, rewind_weights: Mapping[str, torch.Tensor] | N
 
 
 def check_recipe(recipe: Recipe, model: nn.Module, rewind_weights: Mapping[str, torch.Tensor] | None = None) -> None:
-    """ConfigError naming the stage and the fix, for any selector that matches nothing, an order that
-    cannot work, or a rewind without the weights to rewind to."""
+    """ConfigError naming the stage and the fix, for a model with masks or codebooks attached, any selector
+    that matches nothing, an order that cannot work, or a rewind without the weights to rewind to."""
+    if has_parametrizations(model):
+        raise ConfigError(
+            "compress needs a plain trained model (no masks or codebooks attached); "
+            "to continue from a container, load it and compress its plain copy"
+        )
     _check_rewind(recipe, rewind_weights)
     seen: list[str] = []
     for i, cfg in enumerate(recipe.stages, 1):

@@ -17,7 +17,7 @@ from torch import nn
 from edgeshrink.architecture import Arch
 from edgeshrink.artifact import Artifact, require_one_output
 from edgeshrink.encode.container import state_to_bytes
-from edgeshrink.errors import BudgetError, ConfigError
+from edgeshrink.errors import BudgetError
 from edgeshrink.files import atomic_write
 from edgeshrink.io import CONTAINER_NAME, REPORT_NAME, header_meta, save
 from edgeshrink.io.storage import storage_state
@@ -32,7 +32,6 @@ from edgeshrink.report.run import run_report
 from edgeshrink.scope import select_layers
 from edgeshrink.stages.base import StageContext, apply_stage
 from edgeshrink.train import Progress, seed_everything
-from edgeshrink.weights import has_parametrizations
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -138,11 +137,6 @@ def compress(
     loss, val accuracy); an exception it raises stops the run with nothing written.
     """
     recipe = load_recipe(recipe)
-    if has_parametrizations(model):
-        raise ConfigError(
-            "compress needs a plain trained model (no masks or codebooks attached); "
-            "to continue from a container, load it and compress its plain copy"
-        )
     check_recipe(recipe, model, rewind_weights)
     bar = Progress(progress)
     seed_everything(seed)

@@ -117,3 +117,20 @@ def load_recipe(recipe: str | Path | Recipe | dict) -> Recipe:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source} is not valid TOML: {exc}") from None
     return recipe_from_dict(data, source)
+
+
+def smallest_settings(recipe: Recipe) -> Recipe:
+    """A smoke-test copy of `recipe`: every stage runs, on the least work that exercises it. The recipe with
+    at most one epoch of fine-tuning per round, at most two rounds, and at most four
+    calibration batches (GPTQ, the saturation replay and bias correction still run, on fewer images)."""
+    stages = []
+    for cfg in recipe.stages:
+        update = {}
+        tc = cfg.finetune_config()
+        if tc is not None:
+            update["finetune"] = tc.model_copy(update={"epochs": min(tc.epochs, 1)})
+        for key, cap in (("iterations", 2), ("steps", 1), ("final_epochs", 1), ("calibration_batches", 4)):
+            if getattr(cfg, key, None) is not None and key in type(cfg).model_fields:
+                update[key] = min(getattr(cfg, key), cap)
+        stages.append(cfg.model_copy(update=update))
+    return recipe.model_copy(update={"stages": stages})

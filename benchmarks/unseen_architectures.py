@@ -1,0 +1,118 @@
+"""Every built-in recipe on architectures the tests do not build (benchmarks/unseen_models.py): does each
+complete, meet its budget or say so, load back, profile, and export ONNX and TFLite files that verify, or
+refuse in one line? A robustness sweep, not an accuracy benchmark.
+
+    python benchmarks/unseen_architectures.py --out runs/unseen.json [--models KWS1D,TinyViT] [--recipes int8]
+
+Data: scikit-learn's 8x8 digits (shipped with scikit-learn, no download). Each model trains 3 passes (Adam,
+3e-3) and every recipe runs at its smallest settings (`edgeshrink.recipes.smallest_settings`: one epoch per
+fine-tuning round, at most two rounds, four calibration batches), so the accuracies say little; what counts
+is the outcome column. "crash" is a traceback from inside edgeshrink or a library: a bug. Run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+import edgeshrink
+from edgeshrink.environment import cpu_model
+from edgeshrink.recipes import list_recipes, load_recipe, smallest_settings
+from edgeshrink.tasks.data import load_digits
+from edgeshrink.train import TrainConfig, evaluate, fit
+
+sys.path.insert(0, str(Path(__file__).parent))
+from unseen_models import MODELS  # noqa: E402
+
+
+def _exports(art, out: Path, x: torch.Tensor) -> dict:
+    found = {}
+    for fmt in ("onnx", "tflite"):
+        try:
+            exported = edgeshrink.export(art, out / f"model.{fmt}", verify_data=[x])
+            found[fmt] = {"top1_agreement": exported.parity["top1_agreement"], "notes": exported.notes}
+        except edgeshrink.EdgeshrinkError as exc:
+            found[fmt] = {"refused": str(exc)}
+    return found
+
+
+def run_case(name: str, model, init, recipe: str, digits, out: Path) -> dict:
+    """One recipe on one trained model: its outcome, budget, reload, profile and exports."""
+    started, step = time.perf_counter(), "compress"
+    cfg = smallest_settings(load_recipe(recipe))
+    rewind = init if any(getattr(s, "rewind", None) is not None for s in cfg.stages) else None
+    try:
+        result = edgeshrink.compress(
+            model, cfg, train_loader=digits.train.loader(64, shuffle=True), val_loader=digits.test.loader(1000),
+            out=out, progress=False, rewind_weights=rewind,
+        )  # fmt: skip
+        step = "load"
+        art = edgeshrink.load(out, model=MODELS[name]())
+        x = digits.test.inputs[:200]
+        with torch.no_grad():
+            same = bool(torch.equal(art.model(x), result.model(x)))
+        step = "profile"
+        edgeshrink.profile(art, device="cortex-m7")
+        step = "export"
+        budget = result.report["budget"]
+        row = {"outcome": "completed", "budget_met": budget["met"], "baseline": budget["baseline"]}
+        row.update(final=budget["final"], reloads_exactly=same, exports=_exports(art, out, x))
+    except edgeshrink.EdgeshrinkError as exc:
+        row = {"outcome": "refused", "step": step, "message": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - what the sweep looks for
+        row = {"outcome": "crash", "step": step, "error": repr(exc)[:300], "traceback": traceback.format_exc()[-2000:]}
+    return {"model": name, "recipe": recipe, "seconds": round(time.perf_counter() - started, 1), **row}
+
+
+def _cell(row: dict, fmt: str) -> str:
+    export = row.get("exports", {}).get(fmt)
+    if export is None:
+        return "-"
+    if "refused" in export:
+        return "refused"
+    return f"{export['top1_agreement']:.1f}%" if export["top1_agreement"] is not None else "within tolerance"
+
+
+def markdown(rows: list[dict]) -> str:
+    header = "| model | recipe | outcome | budget | ONNX top-1 | TFLite top-1 |"
+    lines = [header, "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        budget = {True: "met", False: "missed, said so"}.get(r.get("budget_met"), "-")
+        outcome = r["outcome"] if r["outcome"] != "refused" else f"refused ({r['message'][:70]}...)"
+        exports = f"{_cell(r, 'onnx')} | {_cell(r, 'tflite')}"
+        lines.append(f"| {r['model']} | {r['recipe']} | {outcome} | {budget} | {exports} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="JSON results")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    ap.add_argument("--recipes", default=",".join(list_recipes()), help="comma-separated built-in recipes")
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs/unseen"))
+    args = ap.parse_args(argv)
+    digits, rows = load_digits(), []
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        model = MODELS[name]()
+        init = {k: v.clone() for k, v in model.state_dict().items()}
+        fit(model, digits.train.loader(64, shuffle=True, repeats=3), TrainConfig(epochs=3, optimizer="adam", lr=3e-3))
+        model.eval()
+        print(f"[{name}] baseline {evaluate(model, digits.test.loader(1000)):.2f}%", flush=True)
+        for recipe in args.recipes.split(","):
+            rows.append(run_case(name, model, init, recipe, digits, args.runs_dir / f"{name}-{recipe}"))
+            print(f"[{name}] {recipe}: {rows[-1]['outcome']} ({rows[-1]['seconds']} s)", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "rows": rows}, indent=1))
+    print(markdown(rows))
+    return 1 if any(r["outcome"] == "crash" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
