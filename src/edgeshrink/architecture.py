@@ -89,6 +89,9 @@ class Arch(BaseModel):
         return self.model_copy(update={"channels": ChannelEdits(input_shape=shape, edits=before + list(edits))})
 
 
+FIXED_WIDTH_LAYERS = (nn.MultiheadAttention, nn.RNNBase)  # widths tied to heads and gates torch-pruning mis-maps
+
+
 def dependency_graph(model: nn.Module, input_shape: Sequence[int]) -> Any:
     """torch-pruning's DependencyGraph of `model`, traced with one zero input (training mode restored).
 
@@ -111,7 +114,7 @@ def dependency_graph(model: nn.Module, input_shape: Sequence[int]) -> Any:
 def untraceable(model: nn.Module, exc: Exception, fix: str) -> str:
     """Why torch-pruning could not trace or couple `model`'s channels (naming the layer types that usually
     cause it), and `fix`."""
-    suspects = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.MultiheadAttention | nn.RNNBase)})
+    suspects = sorted({type(m).__name__ for m in model.modules() if isinstance(m, FIXED_WIDTH_LAYERS)})
     cause = f" (the model has {', '.join(suspects)} layers, whose channels it cannot couple)" if suspects else ""
     first = (str(exc).splitlines() or [""])[0][:100]
     return (

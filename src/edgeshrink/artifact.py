@@ -139,7 +139,7 @@ def require_one_output(model: nn.Module, example: torch.Tensor | None) -> None:
     one output. A tuple or dict (logits and an embedding) is refused before any work, naming the fix."""
     if example is None:
         return
-    was_training = model.training
+    was_training = model.training  # (io's eval_mode sits above this module's layer)
     try:
         with torch.no_grad():
             out = model.eval()(example[:1])

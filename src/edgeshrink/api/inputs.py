@@ -86,7 +86,7 @@ def to_artifact(
         art = obj.artifact
     elif isinstance(obj, nn.Module):
         art = artifact_of_module(obj)
-        require_one_output(obj, example_input if example_input is not None else art.example())
+        require_one_output(obj, example_input)
     elif isinstance(obj, str | Path):
         from edgeshrink.io import load
 

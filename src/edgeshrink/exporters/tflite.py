@@ -16,6 +16,8 @@ fake-quantized model that the file's integers reproduce).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +30,7 @@ from edgeshrink.exporters.reference import int8_reference
 from edgeshrink.exporters.tflite_build import (
     WITHOUT_LAYOUT,
     convert,
+    convert_with_fallback,
     dynamic_int8,
     float16_weights,
     litert_int8_copy,
@@ -60,27 +63,54 @@ def resolve_mode(model: nn.Module, quantize: str) -> str:
     return quantize
 
 
-def tflite_bytes(
-    model: nn.Module, example: torch.Tensor, mode: str, calibration: list[torch.Tensor] | None, layout_pass: bool = True
-) -> tuple[bytes, nn.Module, list[str]]:
-    """(bytes, the model they reproduce, notes) of one mode; `layout_pass=False`: converted without
-    litert-torch's channels-last layout pass."""
+@dataclass
+class TFLiteFile:
+    """A built .tflite, the model it reproduces, notes, and how to convert it again without litert-torch's
+    channels-last layout pass (None when it already was)."""
+
+    data: bytes
+    reference: nn.Module
+    notes: list[str]
+    without_layout: Callable[[], bytes] | None
+
+
+def tflite_file(
+    model: nn.Module, example: torch.Tensor, mode: str, calibration: list[torch.Tensor] | None
+) -> TFLiteFile:
+    """The file of one mode: the model prepared for the converter once (calibrated, for int8), converted
+    (without the layout pass if that fails), then finished (float16 or dynamic-range weights)."""
     notes: list[str] = []
     example = as_input(example[:1])
     if mode == "int8":
         reference = int8_reference(model, calibration, notes)
         ready, more = litert_int8_copy(reference)
         notes += more
-        return convert(ready, example, True, notes, layout_pass), reference, notes
-    plain = baked_copy(model.model if is_half(model) else model).float().eval()
-    float_bytes = convert(plain, example, False, notes, layout_pass)
+    else:
+        reference = model
+        ready = baked_copy(model.model if is_half(model) else model).float().eval()
+    finish = _finishing(mode, notes)
+    data, layout_pass = convert_with_fallback(ready, example, mode == "int8", notes)
+    redo = (lambda: finish(convert(ready, example, mode == "int8", layout_pass=False))) if layout_pass else None
+    return TFLiteFile(finish(data), reference, notes, redo)
+
+
+def tflite_bytes(
+    model: nn.Module, example: torch.Tensor, mode: str, calibration: list[torch.Tensor] | None
+) -> tuple[bytes, nn.Module, list[str]]:
+    """(bytes, the model they reproduce, notes) of one mode."""
+    built = tflite_file(model, example, mode, calibration)
+    return built.data, built.reference, built.notes
+
+
+def _finishing(mode: str, notes: list[str]) -> Callable[[bytes], bytes]:
+    """What turns the converter's file into the mode's (and says so in `notes`)."""
     if mode == "float16":
         notes.append("float16 weights, dequantized to float32 before each op (TFLite's float16 mode)")
-        return float16_weights(float_bytes), model, notes
+        return float16_weights
     if mode == "dynamic":
         notes.append("dynamic range: int8 weights per channel, activations quantized on the fly by the kernels")
-        return dynamic_int8(float_bytes), model, notes
-    return float_bytes, model, notes
+        return dynamic_int8
+    return lambda data: data
 
 
 @register_exporter
@@ -98,18 +128,18 @@ class TFLiteExporter(Exporter):
         self, model: nn.Module, example: torch.Tensor, options: dict[str, Any], calibration: list[torch.Tensor] | None
     ) -> Built:
         mode = resolve_mode(model, options["quantize"])
-        data, reference, notes = tflite_bytes(model, example, mode, calibration)
+        made = tflite_file(model, example, mode, calibration)
         return Built(
-            data,
-            reference,
+            made.data,
+            made.reference,
             PRECISION[mode],
             activation_type="int8" if mode == "int8" else None,
-            io=io_details(make_interpreter(data, 1)),
-            notes=notes,
-            step=output_step(reference) if mode == "int8" else None,
+            io=io_details(make_interpreter(made.data, 1)),
+            notes=made.notes,
+            step=output_step(made.reference) if mode == "int8" else None,
             rtol=RTOL[mode],
             min_agreement=MIN_TOP1_AGREEMENT[mode],
-            state={"without_layout": lambda: tflite_bytes(model, example, mode, calibration, layout_pass=False)[0]},
+            state={"without_layout": made.without_layout},
         )
 
     def check(self, built: Built, batches: list[torch.Tensor], threads: int) -> dict:
@@ -121,7 +151,7 @@ class TFLiteExporter(Exporter):
         except ExportError as exc:
             result, failed = None, exc
         redo = built.state.pop("without_layout", None)
-        if (result is not None and result["within_tolerance"]) or redo is None or _converted_without_layout(built):
+        if (result is not None and result["within_tolerance"]) or redo is None:
             return _returned(result, failed)
         try:
             other = dataclasses.replace(built, data=redo())
@@ -141,10 +171,6 @@ class TFLiteExporter(Exporter):
     def runner(self, data: bytes, threads: int) -> Runner:
         interpreter = make_interpreter(data, threads)
         return lambda x: run_interpreter(interpreter, x)
-
-
-def _converted_without_layout(built: Built) -> bool:
-    return any(WITHOUT_LAYOUT in note for note in built.notes)
 
 
 def _returned(result: dict | None, failed: ExportError | None) -> dict:

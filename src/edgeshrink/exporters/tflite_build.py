@@ -72,37 +72,35 @@ def litert_int8_copy(model: nn.Module, runtime: str = "LiteRT", file: str = ".tf
     return plain, notes
 
 
-def convert(
-    model: nn.Module, example: torch.Tensor, static_int8: bool, notes: list[str] | None = None, layout_pass: bool = True
-) -> bytes:
-    """litert-torch conversion at batch 1; `static_int8` tells the converter to fold Q/DQ pairs into
-    int8 tensors. When litert-torch's NHWC layout pass fails on the graph, converts again without it (a
-    transpose before and after each convolution instead of a channels-last graph) and says so in `notes`;
-    `layout_pass=False` converts without it from the start."""
-    if not layout_pass:
-        return _convert(model, example, static_int8, layout_pass=False)
+def convert_with_fallback(
+    model: nn.Module, example: torch.Tensor, static_int8: bool, notes: list[str]
+) -> tuple[bytes, bool]:
+    """`convert`, and when litert-torch's channels-last layout pass fails on the graph, `convert` without it
+    (said in `notes`). Returns (bytes, whether the layout pass ran)."""
     try:
-        return _convert(model, example, static_int8, layout_pass=True)
+        return convert(model, example, static_int8), True
     except ExportError as exc:
         if "Lowering not found" in str(exc):  # an operator LiteRT lacks: no layout changes that
             raise
         failed = exc
     try:
-        data = _convert(model, example, static_int8, layout_pass=False)
+        data = convert(model, example, static_int8, layout_pass=False)
     except ExportError as exc:
         raise (exc if "Lowering not found" in str(exc) else failed) from None  # the operator LiteRT lacks first
-    if notes is not None:
-        notes.append(
-            f"litert-torch's channels-last layout pass failed on this graph ({str(failed)[:200]}); the file was "
-            f"converted without it, {WITHOUT_LAYOUT}"
-        )
-    return data
+    notes.append(
+        f"litert-torch's channels-last layout pass failed on this graph ({str(failed)[:200]}); the file was "
+        f"converted without it, {WITHOUT_LAYOUT}"
+    )
+    return data, False
 
 
 WITHOUT_LAYOUT = "with transposes around each convolution: measure its latency"
 
 
-def _convert(model: nn.Module, example: torch.Tensor, static_int8: bool, layout_pass: bool) -> bytes:
+def convert(model: nn.Module, example: torch.Tensor, static_int8: bool, layout_pass: bool = True) -> bytes:
+    """litert-torch conversion at batch 1; `static_int8` tells the converter to fold Q/DQ pairs into int8
+    tensors; `layout_pass=False` leaves out its channels-last layout pass (a transpose before and after each
+    convolution instead)."""
     with quiet():
         import litert_torch  # its torchao import prints "Failed to load ..." lines
         from litert_torch._convert import fx_passes

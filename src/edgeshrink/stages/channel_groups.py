@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeshrink.architecture import dependency_graph, untraceable
+from edgeshrink.architecture import FIXED_WIDTH_LAYERS, dependency_graph, untraceable
 from edgeshrink.errors import ConfigError, UnsupportedLayerError
 from edgeshrink.mac_count import count_macs, layer_macs
 
@@ -67,7 +68,7 @@ def classifier_name(model: nn.Module, input_shape: Sequence[int]) -> str:
 def fixed_width_layers(model: nn.Module) -> list[nn.Module]:
     """Layers whose widths tie many others in ways torch-pruning does not map correctly (attention heads,
     recurrent gates): every group that touches one is left alone."""
-    return [m for m in model.modules() if isinstance(m, nn.MultiheadAttention | nn.RNNBase)]
+    return [m for m in model.modules() if isinstance(m, FIXED_WIDTH_LAYERS)]
 
 
 def _prunable_groups(graph, ignored: list[nn.Module], fixed: list[nn.Module]):
@@ -230,25 +231,18 @@ def require_runs(model: nn.Module, input_shape: Sequence[int]) -> None:
     """UnsupportedLayerError when `model` no longer runs after its channels were removed: a forward that
     writes a width as a number (`x.view(-1, 16, 1, 1)`) cannot follow the pruning, and only the user can
     change it. Names the line of the model's code that failed."""
-    was_training = model.training
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype))
+        forward_with_hooks(model, input_shape, [], None)
     except Exception as exc:  # noqa: BLE001 - whatever the model raises, the cause is the same
-        where = _model_line(exc)
         raise UnsupportedLayerError(
             f"channels: the model no longer runs once channels are removed ({type(exc).__name__}: "
-            f"{(str(exc).splitlines() or [''])[0][:120]}){where}; its forward probably writes a channel count as "
-            "a number: take it from the tensor (x.shape[1]), or keep those layers whole with scope.exclude"
+            f"{(str(exc).splitlines() or [''])[0][:120]}){_model_line(exc)}; its forward probably writes a channel "
+            "count as a number: take it from the tensor (x.shape[1]), or keep those layers whole with scope.exclude"
         ) from None
-    finally:
-        model.train(was_training)
 
 
 def _model_line(exc: BaseException) -> str:
     """' at file:line' of the innermost frame outside torch and edgeshrink (the user's forward), or ''."""
-    import traceback
-
     frames = [
         f for f in traceback.extract_tb(exc.__traceback__) if not {"torch", "edgeshrink"} & set(Path(f.filename).parts)
     ]
