@@ -3,6 +3,7 @@ complete, meet its budget or say so, load back, profile, and export ONNX and TFL
 refuse in one line? A robustness sweep, not an accuracy benchmark.
 
     python benchmarks/unseen_architectures.py --out runs/unseen.json [--models KWS1D,TinyViT] [--recipes int8]
+    python benchmarks/unseen_architectures.py --set ops --out runs/unseen-ops.json   # one operator per model
 
 Data: scikit-learn's 8x8 digits (shipped with scikit-learn, no download). Each model trains 3 passes (Adam,
 3e-3) and every recipe runs at its smallest settings (`edgeshrink.recipes.smallest_settings`: one epoch per
@@ -28,7 +29,10 @@ from edgeshrink.tasks.data import load_digits
 from edgeshrink.train import TrainConfig, evaluate, fit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from unseen_models import MODELS  # noqa: E402
+import unseen_models  # noqa: E402
+import unseen_ops  # noqa: E402
+
+SETS = {"architectures": unseen_models.MODELS, "ops": unseen_ops.MODELS}
 
 
 def _exports(art, out: Path, x: torch.Tensor) -> dict:
@@ -42,7 +46,7 @@ def _exports(art, out: Path, x: torch.Tensor) -> dict:
     return found
 
 
-def run_case(name: str, model, init, recipe: str, digits, out: Path) -> dict:
+def run_case(name: str, build, model, init, recipe: str, digits, out: Path) -> dict:
     """One recipe on one trained model: its outcome, budget, reload, profile and exports."""
     started, step = time.perf_counter(), "compress"
     cfg = smallest_settings(load_recipe(recipe))
@@ -53,7 +57,7 @@ def run_case(name: str, model, init, recipe: str, digits, out: Path) -> dict:
             out=out, progress=False, rewind_weights=rewind,
         )  # fmt: skip
         step = "load"
-        art = edgeshrink.load(out, model=MODELS[name]())
+        art = edgeshrink.load(out, model=build())
         x = digits.test.inputs[:200]
         with torch.no_grad():
             same = bool(torch.equal(art.model(x), result.model(x)))
@@ -93,20 +97,22 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="JSON results")
-    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    ap.add_argument("--set", choices=SETS, default="architectures", help="unseen_models.py or unseen_ops.py")
+    ap.add_argument("--models", help="comma-separated names from the set (default: all)")
     ap.add_argument("--recipes", default=",".join(list_recipes()), help="comma-separated built-in recipes")
-    ap.add_argument("--runs-dir", type=Path, default=Path("runs/unseen"))
+    ap.add_argument("--runs-dir", type=Path, default=None, help="default: runs/unseen (runs/unseen-ops for --set ops)")
     args = ap.parse_args(argv)
-    digits, rows = load_digits(), []
-    for name in args.models.split(","):
+    runs_dir = args.runs_dir or Path("runs/unseen" if args.set == "architectures" else "runs/unseen-ops")
+    models, digits, rows = SETS[args.set], load_digits(), []
+    for name in args.models.split(",") if args.models else models:
         torch.manual_seed(0)
-        model = MODELS[name]()
+        model = models[name]()
         init = {k: v.clone() for k, v in model.state_dict().items()}
         fit(model, digits.train.loader(64, shuffle=True, repeats=3), TrainConfig(epochs=3, optimizer="adam", lr=3e-3))
         model.eval()
         print(f"[{name}] baseline {evaluate(model, digits.test.loader(1000)):.2f}%", flush=True)
         for recipe in args.recipes.split(","):
-            rows.append(run_case(name, model, init, recipe, digits, args.runs_dir / f"{name}-{recipe}"))
+            rows.append(run_case(name, models[name], model, init, recipe, digits, runs_dir / f"{name}-{recipe}"))
             print(f"[{name}] {recipe}: {rows[-1]['outcome']} ({rows[-1]['seconds']} s)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "rows": rows}, indent=1))

@@ -315,3 +315,27 @@ def test_a_forward_that_writes_a_width_as_a_number_is_refused_naming_its_line():
     with pytest.raises(edgeshrink.EdgeshrinkError, match=r"no longer runs.*test_channels\.py:\d+.*x\.shape\[1\]") as e:
         prune(FixedView(), (1, 8, 8), ratio=0.5)
     assert "\n" not in str(e.value)
+
+
+def test_a_matmul_between_activations_is_left_whole_and_the_rest_is_pruned():
+    class Gram(nn.Module):  # a Gram matrix: torch-pruning follows its channel indices round a cycle, unbounded
+        def __init__(self):
+            super().__init__()
+            self.first = nn.Conv2d(1, 16, 3, padding=1)
+            self.stem = nn.Conv2d(16, 16, 3, padding=1)
+            self.key = nn.Conv2d(16, 16, 3, padding=1)
+            self.head = nn.Linear(16 * 16, 4)
+
+        def forward(self, x):
+            h = torch.relu(self.stem(torch.relu(self.first(x))))
+            return self.head((self.key(h).flatten(2) @ h.flatten(2).transpose(1, 2) / 64).flatten(1))
+
+    torch.manual_seed(0)
+    model = Gram().eval()
+    graph = dependency_graph(model, (1, 8, 8))
+    found = {g.root for g in find_groups(model, graph, [model.head])}
+    assert found == {"first"}  # the groups through the matmul are skipped, not followed until memory runs out
+    x = torch.randn(4, 1, 8, 8)
+    prune(model, (1, 8, 8), ratio=0.5)
+    assert out_channels(model)["first"] == 8 and out_channels(model)["stem"] == 16 == out_channels(model)["key"]
+    assert model(x).shape == (4, 4)

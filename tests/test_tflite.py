@@ -278,7 +278,36 @@ def test_a_graph_the_layout_pass_gets_wrong_is_converted_without_it_and_verifies
 
 
 def test_an_operator_litert_cannot_convert_is_named_with_the_fix(tmp_path):
-    model = LinearGate(pool=lambda h: nn.functional.adaptive_max_pool2d(h, 1).flatten(1)).eval()
-    with pytest.raises(ExportError, match=r"no conversion for aten\.adaptive_max_pool2d .*amax") as err:
+    pool = lambda h: nn.functional.adaptive_max_pool2d(h, 3).amax((2, 3))  # noqa: E731 - 3 does not divide 8
+    model = LinearGate(pool=pool).eval()
+    with pytest.raises(ExportError, match=r"no conversion for aten\.adaptive_max_pool2d .*explicit kernel") as err:
         edgeshrink.export(model, tmp_path / "m.tflite", example_input=torch.randn(2, 1, 8, 8))
     assert not (tmp_path / "m.tflite").exists() and "\n" not in str(err.value)
+
+
+class AdaptiveMaxPool(nn.Module):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size, self.conv, self.head = size, nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8 * size * size, 3)
+
+    def forward(self, x):
+        return self.head(nn.functional.adaptive_max_pool2d(torch.relu(self.conv(x)), self.size).flatten(1))
+
+
+@pytest.mark.parametrize("size", [1, 2])
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_adaptive_max_pooling_converts_and_computes_what_torch_does(size, int8, tmp_path):
+    """LiteRT has no conversion for adaptive_max_pool2d; written as amax (global) or max_pool2d (a size that
+    divides the input's) it converts, and the file's outputs are PyTorch's."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 8, 8)
+    art = Artifact(AdaptiveMaxPool(size).eval(), example_input=x[:1])
+    if int8:
+        ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
+        art = apply_stage(art, parse_stage({"type": "quantize"}), ctx)
+    result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
+    interpreter = make_interpreter((tmp_path / "m.tflite").read_bytes(), 1)
+    got = np.concatenate([run_interpreter(interpreter, x[i : i + 1].numpy()) for i in range(8)])
+    with torch.no_grad():
+        expected = result.model(x[:8]).numpy()
+    assert np.abs(got - expected).max() <= (result.parity["tolerance"] if int8 else 1e-4)  # oracle: PyTorch

@@ -105,6 +105,7 @@ def convert(model: nn.Module, example: torch.Tensor, static_int8: bool, layout_p
         import litert_torch  # its torchao import prints "Failed to load ..." lines
         from litert_torch._convert import fx_passes
 
+    _decompose_adaptive_max_pool()
     quant_config = None
     if static_int8:
         _elementwise_layout_rewriters()
@@ -139,7 +140,8 @@ def _conversion_failure(exc: Exception) -> str:
         op = missing.group(1).removesuffix(".default")
         return (
             f"LiteRT has no conversion for {op} (litert-torch: 'Lowering not found'); write that step of the model's "
-            "forward with operators LiteRT has (adaptive_max_pool2d(x, 1) is x.amax((2, 3))), or export to ONNX"
+            "forward with operators LiteRT has (an adaptive max pool to a size that does not divide the input is a "
+            "max_pool2d with an explicit kernel), or export to ONNX"
         )
     text = re.split(r" (?:While executing|Original traceback:|Use tlparse)", text)[0]
     return f"litert-torch could not convert the model: {type(exc).__name__}: {text[:400]}"
@@ -154,6 +156,19 @@ def _no_layout_pass():
             return fx_infra.ExportedProgramPassResult(exported_program, False)
 
     return NoLayoutPass()
+
+
+def _decompose_adaptive_max_pool() -> None:
+    """Write adaptive max pooling as operators LiteRT has, before litert-torch's passes.
+
+    litert-torch 0.10 has no lowering for aten.adaptive_max_pool2d (nor the 1-D form, which reaches it);
+    torch's own decomposition writes global pooling as amax and, when the output size divides the input's, a
+    max_pool2d. Other sizes stay as they are and are refused as an operator LiteRT lacks."""
+    from litert_torch import fx_infra
+
+    op = torch.ops.aten.adaptive_max_pool2d.default
+    if op not in fx_infra.decomp.pre_convert_decomp():
+        fx_infra.decomp.update_pre_convert_decomp(torch._decomp.get_decompositions([op]))
 
 
 def _elementwise_layout_rewriters() -> None:

@@ -243,7 +243,8 @@ def _nothing_to_prune(model: nn.Module) -> str:
     fixed = sorted({type(m).__name__ for m in fixed_width_layers(model)})
     why = f", a layer whose width is fixed ({', '.join(fixed)})" if fixed else ""
     return (
-        f"channels: no channel group can be pruned (each contains an excluded layer, the classifier{why}); "
+        f"channels: no channel group can be pruned (each contains an excluded layer, the classifier{why}, or an "
+        "operation whose channel coupling cannot be followed, such as a matmul or einsum between activations); "
         "widen scope.include, or use the prune stage (unstructured) on such layers"
     )
 
