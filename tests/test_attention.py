@@ -139,3 +139,34 @@ def test_masked_attention_stays_float_with_its_reason_and_still_exports(tmp_path
     assert any("attention kept in float" in note for note in art.records[-1].notes)
     result = edgeshrink.export(art, tmp_path / "m.onnx", verify_data=[x])
     assert result.parity["within_tolerance"], result.parity
+
+
+class FunctionalAttention(nn.Module):
+    """F.scaled_dot_product_attention on 3-D (batch, length, dim) tensors, the form without a head dimension."""
+
+    def __init__(self, causal: bool = False):
+        super().__init__()
+        self.qkv, self.head, self.causal = nn.Linear(16, 48), nn.Linear(16, 3), causal
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, -1)
+        return self.head(nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal).mean(1))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_functional_attention_on_3d_tensors_exports_to_onnx(causal, int8, tmp_path):
+    """PyTorch's ONNX translation of scaled_dot_product_attention takes 4-D tensors only; the 3-D call is
+    exported as the 4-D one with one head and computes what PyTorch does (oracle: the model's own outputs)."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 5, 16)
+    art = Artifact(FunctionalAttention(causal).eval(), example_input=x[:1])
+    if int8:
+        ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
+        art = apply_stage(art, parse_stage({"type": "quantize"}), ctx)
+    result = edgeshrink.export(art, tmp_path / "m.onnx", verify_data=[x])
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        expected = result.model(x).numpy()
+    assert np.abs(got - expected).max() <= (result.parity["tolerance"] if int8 else 1e-5)

@@ -91,18 +91,7 @@ def _torch_export(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.M
         path = Path(tmp) / "model.onnx"
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                torch.onnx.export(
-                    model,
-                    (example,),
-                    str(path),
-                    dynamo=True,
-                    external_data=False,
-                    opset_version=opset,
-                    input_names=["input"],
-                    output_names=["output"],
-                    dynamic_shapes=({0: batch},),
-                    custom_translation_table=_qdq_translation() if opset >= 21 else None,
-                )
+                _export(model, example, path, opset, batch)
         except Exception as exc:
             first = " ".join(str(exc).split())[-900:]
             raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {first}") from None
@@ -111,6 +100,40 @@ def _torch_export(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.M
         graph = _strip_debug_info(onnx.load(str(path)))
     simplify(graph)
     return graph
+
+
+def _export(model: nn.Module, example: torch.Tensor, path: Path, opset: int, batch) -> None:
+    """torch.onnx.export; when its translation of scaled_dot_product_attention fails (it takes 4-D tensors
+    only), again from a program in which 3-D attention is the 4-D call with one head."""
+    options = {
+        "dynamo": True,
+        "external_data": False,
+        "opset_version": opset,
+        "input_names": ["input"],
+        "output_names": ["output"],
+        "custom_translation_table": _qdq_translation() if opset >= 21 else None,
+    }
+    try:
+        torch.onnx.export(model, (example,), str(path), dynamic_shapes=({0: batch},), **options)
+    except Exception as exc:
+        if "scaled_dot_product_attention" not in str(exc):
+            raise
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        program = program.run_decompositions({torch.ops.aten.scaled_dot_product_attention.default: _attention_4d})
+        torch.onnx.export(program, (example,), str(path), **options)
+
+
+def _attention_4d(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None, enable_gqa=False):
+    """scaled_dot_product_attention on 3-D (batch, length, dim) tensors as the 4-D call with one head; other
+    ranks as they are (NotImplemented leaves the operator in place)."""
+    if not query.dim() == key.dim() == value.dim() == 3:
+        return NotImplemented
+    mask = attn_mask.unsqueeze(1) if attn_mask is not None and attn_mask.dim() == 3 else attn_mask
+    q, k, v = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+    out = torch.ops.aten.scaled_dot_product_attention.default(
+        q, k, v, mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa
+    )
+    return out.squeeze(1)
 
 
 def _strip_debug_info(model: onnx.ModelProto) -> onnx.ModelProto:
