@@ -311,3 +311,39 @@ def test_adaptive_max_pooling_converts_and_computes_what_torch_does(size, int8, 
     with torch.no_grad():
         expected = result.model(x[:8]).numpy()
     assert np.abs(got - expected).max() <= (result.parity["tolerance"] if int8 else 1e-4)  # oracle: PyTorch
+
+
+class SpatialSoftmax(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.head((h * nn.functional.softmax(h.flatten(2), -1).view_as(h)).sum((2, 3)))
+
+
+class TopK(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.conv(x).flatten(2).topk(4, -1).values.mean(-1))
+
+
+@pytest.mark.parametrize(
+    "net, int8, reason",
+    [(SpatialSoftmax, True, r"SOFTMAX.*1/256 grid"), (TopK, False, r"STABLEHLO_SORT.*no kernel for sort or top-k")],
+    ids=["int8-softmax", "topk"],
+)
+def test_a_file_litert_cannot_load_is_refused_with_what_to_do(net, int8, reason, tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 8, 8)
+    art = Artifact(net().eval(), example_input=x[:1])
+    if int8:
+        ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
+        art = apply_stage(art, parse_stage({"type": "quantize"}), ctx)
+    with pytest.raises(edgeshrink.EdgeshrinkError, match=reason) as err:
+        edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
+    assert not (tmp_path / "m.tflite").exists() and "\n" not in str(err.value)

@@ -69,8 +69,24 @@ def make_interpreter(model: str | Path | bytes, threads: int = 2):
                 interpreter = Interpreter(model_path=str(model), num_threads=threads)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise RuntimeLoadError(f"LiteRT cannot load the model: {str(exc).splitlines()[0][:200]}") from None
+        first = str(exc).splitlines()[0]
+        hint = next((f"; {fix}" for symptom, fix in LOAD_FAILURES.items() if symptom in first), "")
+        raise RuntimeLoadError(f"LiteRT cannot load the model: {first[:200]}{hint}") from None
     return interpreter
+
+
+# What a LiteRT load error means for the model, and what to do (the interpreter's own words are kept first).
+LOAD_FAILURES = {
+    "(SOFTMAX) failed to prepare": (
+        "LiteRT's int8 softmax takes only outputs on a 1/256 grid (zero point -128), and this model's softmax "
+        "output was calibrated to another scale: export the int8 model to ONNX, or a float or fp16 model to "
+        "TFLite"
+    ),
+    "STABLEHLO_SORT": (
+        "LiteRT's interpreter has no kernel for sort or top-k: write that step without torch.topk/torch.sort, "
+        "or export to ONNX"
+    ),
+}
 
 
 def io_quantization(detail: dict) -> tuple[float, int] | None:
