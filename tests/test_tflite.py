@@ -313,34 +313,37 @@ def test_adaptive_max_pooling_converts_and_computes_what_torch_does(size, int8, 
     assert np.abs(got - expected).max() <= (result.parity["tolerance"] if int8 else 1e-4)  # oracle: PyTorch
 
 
-class SpatialSoftmax(nn.Module):
-    def __init__(self):
+class ConvThen(nn.Module):
+    """A convolution, then `step` (the operator under test) from (N, 8, 8, 8) maps to (N, 8) features, then a head."""
+
+    def __init__(self, step):
         super().__init__()
-        self.conv, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8, 3)
+        self.conv, self.head, self.step = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8, 3), step
 
     def forward(self, x):
-        h = self.conv(x)
-        return self.head((h * nn.functional.softmax(h.flatten(2), -1).view_as(h)).sum((2, 3)))
+        return self.head(self.step(self.conv(x)))
 
 
-class TopK(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8, 3)
+def _spatial_softmax(h):
+    return (h * nn.functional.softmax(h.flatten(2), -1).view_as(h)).sum((2, 3))
 
-    def forward(self, x):
-        return self.head(self.conv(x).flatten(2).topk(4, -1).values.mean(-1))
+
+def _top4_mean(h):
+    return h.flatten(2).topk(4, -1).values.mean(-1)
 
 
 @pytest.mark.parametrize(
-    "net, int8, reason",
-    [(SpatialSoftmax, True, r"SOFTMAX.*1/256 grid"), (TopK, False, r"STABLEHLO_SORT.*no kernel for sort or top-k")],
+    "step, int8, reason",
+    [
+        (_spatial_softmax, True, r"SOFTMAX.*1/256 grid"),
+        (_top4_mean, False, r"STABLEHLO_SORT.*no kernel for sort or top-k"),
+    ],
     ids=["int8-softmax", "topk"],
 )
-def test_a_file_litert_cannot_load_is_refused_with_what_to_do(net, int8, reason, tmp_path):
+def test_a_file_litert_cannot_load_is_refused_with_what_to_do(step, int8, reason, tmp_path):
     torch.manual_seed(0)
     x = torch.randn(32, 1, 8, 8)
-    art = Artifact(net().eval(), example_input=x[:1])
+    art = Artifact(ConvThen(step).eval(), example_input=x[:1])
     if int8:
         ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
         art = apply_stage(art, parse_stage({"type": "quantize"}), ctx)
