@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgeshrink.artifact import Artifact
 from edgeshrink.recipes import smallest_settings as smallest  # noqa: F401  (the tests' name)
+from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
 from edgeshrink.tasks.data import TensorLoader
 
 
@@ -21,6 +23,22 @@ class SmallNet(nn.Module):
     def forward(self, x):
         x = torch.relu(self.conv(x)).flatten(1)
         return self.fc2(torch.relu(self.fc1(x)))
+
+
+class GramNet(nn.Module):
+    """A Gram matrix of two activations (a matmul through reshapes): torch-pruning follows the channel indices
+    of `stem` and `key` round a cycle, unbounded; `first` is coupled to `stem`'s inputs only."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Conv2d(1, 16, 3, padding=1)
+        self.stem = nn.Conv2d(16, 16, 3, padding=1)
+        self.key = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16 * 16, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(torch.relu(self.first(x))))
+        return self.head((self.key(h).flatten(2) @ h.flatten(2).transpose(1, 2) / 64).flatten(1))
 
 
 def blobs(n=192, seed=0):
@@ -54,3 +72,12 @@ def cli(*args) -> Completed:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = run([str(a) for a in args])
     return Completed(status, out.getvalue(), err.getvalue())
+
+
+def as_artifact(model: nn.Module, x: torch.Tensor, int8: bool) -> Artifact:
+    """`model` as an artifact for `x`'s shape; with `int8`, through the default quantize stage calibrated on `x`."""
+    art = Artifact(model.eval(), example_input=x[:1])
+    if not int8:
+        return art
+    ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
+    return apply_stage(art, parse_stage({"type": "quantize"}), ctx)

@@ -6,6 +6,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import as_artifact
 from onnx import numpy_helper
 from torch import nn
 
@@ -160,10 +161,7 @@ def test_functional_attention_on_3d_tensors_exports_to_onnx(causal, int8, tmp_pa
     exported as the 4-D one with one head and computes what PyTorch does (oracle: the model's own outputs)."""
     torch.manual_seed(0)
     x = torch.randn(16, 5, 16)
-    art = Artifact(FunctionalAttention(causal).eval(), example_input=x[:1])
-    if int8:
-        ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
-        art = apply_stage(art, parse_stage({"type": "quantize"}), ctx)
+    art = as_artifact(FunctionalAttention(causal), x, int8)
     result = edgeshrink.export(art, tmp_path / "m.onnx", verify_data=[x])
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]

@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import SmallNet, loaders
+from helpers import GramNet, SmallNet, loaders
 from torch import nn
 
 import edgeshrink
@@ -318,20 +318,8 @@ def test_a_forward_that_writes_a_width_as_a_number_is_refused_naming_its_line():
 
 
 def test_a_matmul_between_activations_is_left_whole_and_the_rest_is_pruned():
-    class Gram(nn.Module):  # a Gram matrix: torch-pruning follows its channel indices round a cycle, unbounded
-        def __init__(self):
-            super().__init__()
-            self.first = nn.Conv2d(1, 16, 3, padding=1)
-            self.stem = nn.Conv2d(16, 16, 3, padding=1)
-            self.key = nn.Conv2d(16, 16, 3, padding=1)
-            self.head = nn.Linear(16 * 16, 4)
-
-        def forward(self, x):
-            h = torch.relu(self.stem(torch.relu(self.first(x))))
-            return self.head((self.key(h).flatten(2) @ h.flatten(2).transpose(1, 2) / 64).flatten(1))
-
     torch.manual_seed(0)
-    model = Gram().eval()
+    model = GramNet().eval()
     graph = dependency_graph(model, (1, 8, 8))
     found = {g.root for g in find_groups(model, graph, [model.head])}
     assert found == {"first"}  # the groups through the matmul are skipped, not followed until memory runs out

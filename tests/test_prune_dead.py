@@ -6,11 +6,13 @@ import re
 
 import pytest
 import torch
+from helpers import GramNet
 from torch import nn
 
 from edgeshrink.artifact import Artifact
 from edgeshrink.errors import ConfigError
 from edgeshrink.stages.base import StageContext, apply_stage, parse_stage
+from edgeshrink.stages.prune_dead import find_readers
 from edgeshrink.weights import get_mask
 
 
@@ -106,3 +108,12 @@ def test_a_model_the_dependency_graph_cannot_trace_is_pruned_as_usual_with_a_not
     assert "torch-pruning cannot trace this model (RuntimeError); none respent" in " ".join(artifact.records[-1].notes)
     for layer in ("fc1", "fc2", "fc3"):
         assert torch.equal(get_mask(getattr(respent, layer)), get_mask(getattr(plain, layer)))
+
+
+def test_units_coupled_through_a_matmul_between_activations_are_left_alone():
+    """The dead-unit search follows each pruned layer's group: through a Gram matrix torch-pruning's mapping
+    never settles (it ran out of memory), so those layers get no readers and only `first`, read by `stem`, does."""
+    model = GramNet().eval()
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    found = find_readers(model, layers, (1, 8, 8))
+    assert [(r.writers, [name for name, _, _ in r.reads]) for r in found] == [(["first"], ["stem"])]

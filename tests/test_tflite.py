@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from helpers import SmallNet, loaders
+from helpers import SmallNet, as_artifact, loaders
 from torch import nn
 
 import edgeshrink
@@ -301,10 +301,7 @@ def test_adaptive_max_pooling_converts_and_computes_what_torch_does(size, int8, 
     divides the input's) it converts, and the file's outputs are PyTorch's."""
     torch.manual_seed(0)
     x = torch.randn(32, 1, 8, 8)
-    art = Artifact(AdaptiveMaxPool(size).eval(), example_input=x[:1])
-    if int8:
-        ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
-        art = apply_stage(art, parse_stage({"type": "quantize"}), ctx)
+    art = as_artifact(AdaptiveMaxPool(size), x, int8)
     result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
     interpreter = make_interpreter((tmp_path / "m.tflite").read_bytes(), 1)
     got = np.concatenate([run_interpreter(interpreter, x[i : i + 1].numpy()) for i in range(8)])
@@ -343,10 +340,7 @@ def _top4_mean(h):
 def test_a_file_litert_cannot_load_is_refused_with_what_to_do(step, int8, reason, tmp_path):
     torch.manual_seed(0)
     x = torch.randn(32, 1, 8, 8)
-    art = Artifact(ConvThen(step).eval(), example_input=x[:1])
-    if int8:
-        ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
-        art = apply_stage(art, parse_stage({"type": "quantize"}), ctx)
+    art = as_artifact(ConvThen(step), x, int8)
     with pytest.raises(edgeshrink.EdgeshrinkError, match=reason) as err:
         edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
     assert not (tmp_path / "m.tflite").exists() and "\n" not in str(err.value)

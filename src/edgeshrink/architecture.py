@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Literal
+from unittest import mock
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -109,6 +110,33 @@ def dependency_graph(model: nn.Module, input_shape: Sequence[int]) -> Any:
     finally:
         model.train(was_training)
     return graph
+
+
+class RunawayGroup(ValueError):
+    """torch-pruning's index mapping did not settle while following one group."""
+
+
+def coupled_group(graph: Any, module: nn.Module, channels: Sequence[int]) -> Any:
+    """torch-pruning's group of everything coupled to `module`'s output `channels`, or RunawayGroup when the
+    search outgrows any group the graph can hold (four times the widest parameter dimension or the node count:
+    a flattened feature map reaches a Linear's inputs). Through a matmul or einsum between two activations
+    torch-pruning maps channel indices back onto themselves through reshapes and follows the cycle with ever
+    longer index lists (65,536 for a 16-channel conv, until 24 GiB of memory ran out)."""
+    from torch_pruning.dependency.group import Group
+
+    widest = max(
+        (max(p.shape) for m in graph.module2node if isinstance(m, nn.Module) for p in m.parameters()), default=1
+    )
+    limit = 4 * max(widest, len(graph.module2node))
+    add_dep = Group.add_dep
+
+    def bounded(group, dep, idxs):
+        if len(idxs) > limit or len(group._group) > limit:
+            raise RunawayGroup(f"the group of {type(module).__name__} outgrew {limit} channel indices")
+        return add_dep(group, dep, idxs)
+
+    with mock.patch.object(Group, "add_dep", bounded):
+        return graph.get_pruning_group(module, graph.get_pruner_of_module(module).prune_out_channels, list(channels))
 
 
 def untraceable(model: nn.Module, exc: Exception, fix: str) -> str:

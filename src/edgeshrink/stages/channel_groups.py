@@ -10,20 +10,18 @@ left alone.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeshrink.architecture import FIXED_WIDTH_LAYERS, dependency_graph, untraceable
+from edgeshrink.architecture import FIXED_WIDTH_LAYERS, coupled_group, dependency_graph, untraceable
 from edgeshrink.errors import ConfigError, UnsupportedLayerError
 from edgeshrink.mac_count import count_macs, layer_macs
 
@@ -79,7 +77,6 @@ def _prunable_groups(graph, ignored: list[nn.Module], fixed: list[nn.Module]):
     the whole search."""
     visited: set[nn.Module] = set()
     skipped = set(ignored) | set(fixed) | set(graph.IGNORED_LAYERS_IN_TRACING)
-    limit = _group_limit(graph)
     for module in list(graph.module2node):
         pruner = graph.get_pruner_of_module(module)
         if module in skipped or module in visited or not isinstance(module, WEIGHT_LAYERS) or pruner is None:
@@ -88,9 +85,8 @@ def _prunable_groups(graph, ignored: list[nn.Module], fixed: list[nn.Module]):
         if channels is None:
             continue
         try:
-            with _bounded_groups(limit):
-                group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
-        except (IndexError, KeyError, RuntimeError, ValueError, _RunawayGroup):
+            group = coupled_group(graph, module, range(channels))
+        except (IndexError, KeyError, RuntimeError, ValueError):  # ValueError: also a RunawayGroup (a matmul)
             continue  # coupled through a layer whose channels it cannot map (a recurrent layer's gates)
         outs = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
         visited.update(outs)
@@ -98,39 +94,6 @@ def _prunable_groups(graph, ignored: list[nn.Module], fixed: list[nn.Module]):
             continue
         if _indices_fit(graph, group):
             yield group
-
-
-class _RunawayGroup(Exception):
-    """torch-pruning's index mapping did not settle while following one group."""
-
-
-def _group_limit(graph) -> int:
-    """More channel indices, or more dependencies, than any group of this graph can hold: four times the
-    largest dimension of any parameter (a flattened feature map reaches a Linear's inputs) or the graph's
-    node count."""
-    widest = max(
-        (max(p.shape) for m in graph.module2node if isinstance(m, nn.Module) for p in m.parameters()), default=1
-    )
-    return 4 * max(widest, len(graph.module2node))
-
-
-@contextlib.contextmanager
-def _bounded_groups(limit: int):
-    """Stop torch-pruning's group search when a group outgrows `limit`. A matmul or einsum between two
-    activations (a Gram matrix, attention written by hand) maps channel indices back onto themselves through
-    reshapes, and torch-pruning follows the cycle with ever longer index lists (65,536 indices for a 16-channel
-    conv before the whole 24 GiB of memory ran out); such a group is skipped like any other it cannot map."""
-    from torch_pruning.dependency.group import Group
-
-    add_dep = Group.add_dep
-
-    def bounded(group, dep, idxs):
-        if len(idxs) > limit or len(group._group) > limit:
-            raise _RunawayGroup
-        return add_dep(group, dep, idxs)
-
-    with mock.patch.object(Group, "add_dep", bounded):
-        yield
 
 
 def _indices_fit(graph, group) -> bool:

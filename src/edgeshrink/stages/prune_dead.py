@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgeshrink.architecture import dependency_graph
+from edgeshrink.architecture import coupled_group, dependency_graph
 from edgeshrink.weights import baked_copy, top_magnitude_mask
 
 _PLAIN = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -52,8 +52,8 @@ def _readers_of(graph, root: nn.Module, names: dict[nn.Module, str]) -> Readers 
     if not units:
         return None
     try:
-        group = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(units)))
-    except (IndexError, KeyError, RuntimeError, ValueError):
+        group = coupled_group(graph, root, range(units))
+    except (IndexError, KeyError, RuntimeError, ValueError):  # ValueError: also a RunawayGroup (a matmul)
         return None
     writers, reads = [], []
     for item in group.items:
