@@ -117,3 +117,33 @@ def test_units_coupled_through_a_matmul_between_activations_are_left_alone():
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     found = find_readers(model, layers, (1, 8, 8))
     assert [(r.writers, [name for name, _, _ in r.reads]) for r in found] == [(["first"], ["stem"])]
+
+
+class Shuffled(nn.Module):
+    """16 channels become 4 through a pixel shuffle, which torch-pruning takes for elementwise: it maps the
+    stem's 16 units onto the conv's input channels 0-15, and the conv has 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.conv, self.head = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(4, 8, 3, 2, 1), nn.Linear(512, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(torch.pixel_shuffle(torch.relu(self.stem(x)), 2))).flatten(1))
+
+
+def test_units_mapped_onto_channels_a_reader_does_not_have_are_left_alone():
+    """An operation that changes the channel count (pixel shuffle) gives torch-pruning's mapping indices beyond
+    the reader's inputs; the dead-unit search leaves that group alone instead of crashing (IndexError) on it."""
+    model = Shuffled().eval()
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    found = find_readers(model, layers, (1, 8, 8))
+    for r in found:
+        for reader, channels, units in r.reads:
+            assert int(channels.max()) < model.get_submodule(reader).weight.shape[1]
+            assert int(units.max()) < r.units
+    assert "stem" not in [w for r in found for w in r.writers]
+    settings = {"method": "sparsity", "sparsity": 0.9, "dead_units": "respend", "finetune": {"epochs": 0}}
+    ctx = StageContext(finetune=None, evaluate=None, example_input=torch.zeros(1, 1, 8, 8))
+    artifact = apply_stage(Artifact(model), parse_stage({"type": "prune", **settings}), ctx)
+    assert get_mask(model.stem).float().mean() == pytest.approx(0.1, abs=0.01)  # pruned as usual
+    assert artifact.model(torch.randn(2, 1, 8, 8)).shape == (2, 4)

@@ -65,7 +65,10 @@ def _readers_of(graph, root: nn.Module, names: dict[nn.Module, str]) -> Readers 
         elif out and isinstance(module, _NORMS):
             continue  # per-channel: an unread channel stays unread
         elif not out and _plain(module):
-            reads.append((names[module], torch.tensor(item.idxs), torch.tensor(item.root_idxs)))
+            channels, carried = torch.tensor(item.idxs), torch.tensor(item.root_idxs)
+            if channels.max() >= module.weight.shape[1] or carried.max() >= units:
+                return None  # mapped through an op that changes the channel count (a pixel shuffle)
+            reads.append((names[module], channels, carried))
         else:
             return None  # a layer that mixes channels (or one torch-pruning maps unclearly): leave it
     return Readers(writers, reads, units) if reads and writers else None
