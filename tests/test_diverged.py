@@ -68,3 +68,25 @@ def test_the_pipeline_gives_up_after_the_retries_with_the_weights_restored():
         ctx.finetune(model, TrainConfig(epochs=1, optimizer="sgd", lr=0.08), "prune 1/1")
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
+
+
+class SqrtAtZero(nn.Module):
+    """sqrt(|fc(x)|) with fc all zeros: the loss is finite, the gradient at 0 is not (inf x 0 = nan)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x):
+        return torch.sqrt(self.fc(x).abs())
+
+
+def test_weights_ruined_on_the_last_step_with_a_finite_loss_are_a_divergence():
+    from edgeshrink.train import fit
+
+    model = SqrtAtZero()
+    loader = TensorLoader(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]), 4)  # one step: no later loss to see it
+    with pytest.raises(TrainingDivergedError, match="fc.weight became nan or inf"):
+        fit(model, loader, TrainConfig(epochs=1, optimizer="sgd", lr=0.1), progress=Progress(False))

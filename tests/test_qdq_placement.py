@@ -109,3 +109,34 @@ def test_a_file_quantized_before_the_split_loads_as_it_was(tmp_path):
     with torch.no_grad():  # quantizers off: the split computes the same function (torch's own hardswish)
         x = torch.randn(4, 3, 8, 8)
         torch.testing.assert_close(split(x), whole(x), rtol=1e-6, atol=1e-6)
+
+
+class EpsilonSqrt(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.conv2, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        h = self.conv2(torch.sqrt(h + 1e-3)) + h  # an epsilon before a sqrt, then a residual sum of two tensors
+        return self.head(h.mean((2, 3)))
+
+
+def test_a_constant_added_before_a_sqrt_is_not_rounded_away(tmp_path):
+    """A sum with a constant stays float: quantized, x + 1e-3 rounds back to 0 on a uint8 grid from 0, and
+    sqrt's gradient there is infinite (int8-qat weights became nan). Oracle: torch's autograd; a sum of two
+    tensors is still one QLinearAdd in ONNX Runtime."""
+    from edgeshrink.quant.passes import calibrate
+    from edgeshrink.quant.prepare import prepare, set_mode
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 8, 8)
+    model, _ = prepare(EpsilonSqrt().eval(), {"conv": 8, "conv2": 8, "head": 8})
+    calibrate(model, [(x, None)])
+    set_mode(model, "quantize")
+    model.train()
+    model(x).square().sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert grads and all(bool(torch.isfinite(g).all()) for g in grads.values()), [n for n, g in grads.items()]
+    ops = _int8(EpsilonSqrt(), x, tmp_path)
+    assert ops["QLinearAdd"] == 1 and ops["Sqrt"] == 1, ops

@@ -309,6 +309,7 @@ def fit(
             loss, step = _epoch(
                 model, train_batches, optimizer, batch_loss, lr_at, step, desc, progress, cl, after_step, shift
             )
+            _require_finite_weights(model, desc, lr_at(step - 1))
             record = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
             if val_batches is not None:
                 record["val_accuracy"] = evaluate(model, val_batches)
@@ -322,6 +323,17 @@ def fit(
             model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history
+
+
+def _require_finite_weights(model: nn.Module, desc: str, lr: float) -> None:
+    """TrainingDivergedError when a step left a weight nan or inf: an infinite gradient (sqrt at 0) ruins the
+    weights while the loss of that step was still finite, so the loss check alone misses the last step."""
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise TrainingDivergedError(
+                f"{desc}: {name} became nan or inf (an infinite gradient, e.g. sqrt or log at 0 in forward()); "
+                f"training diverged. Lower the learning rate (now {lr:g}) or keep the op's input away from 0"
+            )
 
 
 def _image_shift(train_batches: Batches, shift: int, stage: str, progress: Progress) -> int:

@@ -3,8 +3,9 @@ Runtime's QDQ kernels need them.
 
 The model is traced with torch.fx, BatchNorm is folded into the preceding convolution, and
 activation quantizers (`ActQuant`) are inserted:
-- at the input of every quantized layer (Conv1d/Conv2d/Linear) and of every add, concat, average
-  pool or product of two tensors (a squeeze-excite gate), unless that tensor is already quantized;
+- at the input of every quantized layer (Conv1d/Conv2d/Linear) and of every concat, average pool, and
+  sum or product of two tensors (a residual, a squeeze-excite gate), unless that tensor is already
+  quantized (a sum or product with a constant stays float);
 - at the output of every quantized layer, after its ReLU/ReLU6 when that is the only consumer (so the
   runtime fuses Conv+ReLU into one integer kernel), and at the output of add/concat/pooling/product
   (likewise after a ReLU that is its only consumer: a residual add and its ReLU become one QLinearAdd);
@@ -44,8 +45,12 @@ PASSTHROUGH_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Id
 PASSTHROUGH_FUNCTIONS = (torch.flatten, torch.reshape, F.max_pool2d, F.relu, torch.relu, F.dropout)
 PASSTHROUGH_METHODS = ("view", "reshape", "flatten", "contiguous", "relu")
 NEW_GRID_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
-NEW_GRID_FUNCTIONS = (operator.add, torch.add, torch.cat, F.adaptive_avg_pool2d, F.avg_pool2d)
-NEW_GRID_METHODS = ("add", "mean")
+NEW_GRID_FUNCTIONS = (torch.cat, F.adaptive_avg_pool2d, F.avg_pool2d)
+NEW_GRID_METHODS = ("mean",)
+# a sum of two tensors (a residual): QLinearAdd; a tensor plus a constant (x.abs() + eps before a sqrt) stays
+# float: on a uint8 grid from 0 the eps rounds away, and sqrt's gradient at 0 is infinite (QAT weights became nan)
+SUM_FUNCTIONS = (operator.add, torch.add)
+SUM_METHODS = ("add",)
 # a product of two tensors (a squeeze-excite gate): QLinearMul; a product with a constant stays float
 PRODUCT_FUNCTIONS = (operator.mul, torch.mul)
 PRODUCT_METHODS = ("mul",)
@@ -270,7 +275,7 @@ def _is_new_grid(gm: fx.GraphModule, node: fx.Node, inputs: list[fx.Node]) -> bo
     """An op whose output gets a grid of its own: add, concat, average pool, a product of two tensors."""
     if any(_is_shape_value(a) for a in inputs):
         return False
-    if _is_function(node, PRODUCT_FUNCTIONS, PRODUCT_METHODS):
+    if _is_function(node, PRODUCT_FUNCTIONS, PRODUCT_METHODS) or _is_function(node, SUM_FUNCTIONS, SUM_METHODS):
         return len(inputs) == 2
     return _is_module(gm, node, NEW_GRID_MODULES) or _is_function(node, NEW_GRID_FUNCTIONS, NEW_GRID_METHODS)
 
