@@ -344,3 +344,18 @@ def test_a_file_litert_cannot_load_is_refused_with_what_to_do(step, int8, reason
     with pytest.raises(edgeshrink.EdgeshrinkError, match=reason) as err:
         edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
     assert not (tmp_path / "m.tflite").exists() and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_a_max_pool_keeps_its_input_grid_so_a_narrowed_range_clips_in_litert_too(size, tmp_path):
+    """LiteRT's converter gives a max pool one grid for input and output and drops the quantizer before it. A
+    second grid after the pool (narrower than the one before, as QAT's learned scales leave them) then clipped
+    in PyTorch and nowhere in the file: 47 output steps off. The pool shares its input's grid: narrowing that
+    range clips both. Oracle: the file's outputs against PyTorch's."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 8, 8)
+    art = as_artifact(AdaptiveMaxPool(size), x, True)
+    for _, quantizer in activation_quantizers(art.model):
+        quantizer.scale.mul_(0.5)  # every grid half as wide: values above the old midpoint now clip
+    result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
+    assert result.parity["max_diff_steps"] <= 1.0 + 1e-3, result.parity

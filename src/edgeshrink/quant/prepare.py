@@ -41,8 +41,16 @@ from edgeshrink.weights import Mask, SharedWeights, baked_copy, get_mask, get_sh
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 FUSABLE_ACTIVATIONS_MODULES = (nn.ReLU, nn.ReLU6)
 FUSABLE_ACTIVATION_FUNCTIONS = (F.relu, torch.relu, F.relu6)
-PASSTHROUGH_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity, nn.ReLU, nn.ReLU6)
-PASSTHROUGH_FUNCTIONS = (torch.flatten, torch.reshape, F.max_pool2d, F.relu, torch.relu, F.dropout)
+# max pooling keeps its input's grid: LiteRT's converter gives MAX_POOL_2D / REDUCE_MAX one grid for input and
+# output and drops the quantizer before the pool, so a second grid after it (narrower after QAT) clips nowhere there
+PASSTHROUGH_MODULES = (
+    *(nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d),
+    *(nn.Flatten, nn.Dropout, nn.Identity, nn.ReLU, nn.ReLU6),
+)
+PASSTHROUGH_FUNCTIONS = (
+    *(F.max_pool1d, F.max_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d),
+    *(torch.flatten, torch.reshape, F.relu, torch.relu, F.dropout),
+)
 PASSTHROUGH_METHODS = ("view", "reshape", "flatten", "contiguous", "relu")
 NEW_GRID_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
 NEW_GRID_FUNCTIONS = (torch.cat, F.adaptive_avg_pool2d, F.avg_pool2d)
@@ -281,6 +289,9 @@ def _is_new_grid(gm: fx.GraphModule, node: fx.Node, inputs: list[fx.Node]) -> bo
 
 
 def _passes_through(gm: fx.GraphModule, node: fx.Node) -> bool:
+    indices = node.op == "call_module" and getattr(gm.get_submodule(str(node.target)), "return_indices", False)
+    if indices or node.kwargs.get("return_indices"):
+        return False  # (values, indices): not one tensor on the input's grid
     return _is_module(gm, node, PASSTHROUGH_MODULES) or _is_function(node, PASSTHROUGH_FUNCTIONS, PASSTHROUGH_METHODS)
 
 
