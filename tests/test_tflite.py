@@ -359,3 +359,33 @@ def test_a_max_pool_keeps_its_input_grid_so_a_narrowed_range_clips_in_litert_too
         quantizer.scale.mul_(0.5)  # every grid half as wide: values above the old midpoint now clip
     result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
     assert result.parity["max_diff_steps"] <= 1.0 + 1e-3, result.parity
+
+
+class WindowedAverage(nn.Module):
+    """conv, ReLU, a 2x2 (or 1-D) average pool, then a head: the pooled map is narrower than the conv's."""
+
+    def __init__(self, one_d: bool):
+        super().__init__()
+        conv = nn.Conv1d(8, 8, 3, padding=1) if one_d else nn.Conv2d(1, 8, 3, padding=1)
+        self.one_d, self.conv, self.head = one_d, conv, nn.Linear(8 * (4 if one_d else 16), 3)
+
+    def forward(self, x):
+        if self.one_d:
+            return self.head(
+                nn.functional.avg_pool1d(torch.relu(self.conv(x.flatten(2)[:, :, :8].repeat(1, 8, 1))), 2).flatten(1)
+            )
+        return self.head(nn.functional.avg_pool2d(torch.relu(self.conv(x)), 2).flatten(1))
+
+
+@pytest.mark.parametrize("one_d", [False, True], ids=["2d", "1d"])
+def test_a_windowed_average_pool_keeps_its_input_grid_in_pytorch_and_litert(one_d, tmp_path):
+    """LiteRT's AVERAGE_POOL_2D has one grid for input and output; its converter moved a grid after the pool to
+    before it, clipping the inputs to the narrower range of their averages (27 output steps off on a 1-D pool).
+    The pool keeps its input's grid in the quantized model too. Oracle: the file's outputs against PyTorch's."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 8, 8).abs()
+    art = as_artifact(WindowedAverage(one_d), x, True)
+    result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
+    # 2 steps, not 33: a mean of two values on the grid is a tie half the time, which LiteRT rounds away from
+    # zero and PyTorch to even
+    assert result.parity["max_diff_steps"] <= 2.0 + 1e-3, result.parity

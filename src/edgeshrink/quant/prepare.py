@@ -3,8 +3,8 @@ Runtime's QDQ kernels need them.
 
 The model is traced with torch.fx, BatchNorm is folded into the preceding convolution, and
 activation quantizers (`ActQuant`) are inserted:
-- at the input of every quantized layer (Conv1d/Conv2d/Linear) and of every concat, average pool, and
-  sum or product of two tensors (a residual, a squeeze-excite gate), unless that tensor is already
+- at the input of every quantized layer (Conv1d/Conv2d/Linear) and of every concat, global average
+  pool, and sum or product of two tensors (a residual, a squeeze-excite gate), unless that tensor is already
   quantized (a sum or product with a constant stays float);
 - at the output of every quantized layer, after its ReLU/ReLU6 when that is the only consumer (so the
   runtime fuses Conv+ReLU into one integer kernel), and at the output of add/concat/pooling/product
@@ -12,6 +12,7 @@ activation quantizers (`ActQuant`) are inserted:
 - hardswish is run as x * hardsigmoid(x) (`split_hardswish`): the hardsigmoid's output gets a quantizer,
   so the product is a QLinearMul instead of a float Mul between DequantizeLinear and QuantizeLinear
   (ONNX Runtime has no integer hardswish; what `quantize_static` does too);
+- after windowed average pools, sharing their input's quantizer (what LiteRT's AVERAGE_POOL_2D needs);
 - after shape-only ops (max pool, flatten, reshape, dropout) of a quantized tensor, sharing the
   input's quantizer: the values are already on that grid, and the runtime needs a Q/DQ pair there to
   keep the next kernel in integers.
@@ -34,34 +35,20 @@ from torch.nn.utils import parametrize
 from edgeshrink.errors import UnsupportedLayerError
 from edgeshrink.quant.attention import decompose
 from edgeshrink.quant.fakequant import ActQuant, WeightQuant, weight_below
+from edgeshrink.quant.op_grids import (
+    average_pool,
+    fused_tail,
+    is_function,
+    is_module,
+    is_new_grid,
+    passes_through,
+    tensor_args,
+)
 from edgeshrink.quant.recurrent import attach_recurrent_quantizers, note_recurrent_rows, recurrent_quantizers
 from edgeshrink.quant.saturation import RangeChoice
 from edgeshrink.weights import Mask, SharedWeights, baked_copy, get_mask, get_shared
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
-FUSABLE_ACTIVATIONS_MODULES = (nn.ReLU, nn.ReLU6)
-FUSABLE_ACTIVATION_FUNCTIONS = (F.relu, torch.relu, F.relu6)
-# max pooling keeps its input's grid: LiteRT's converter gives MAX_POOL_2D / REDUCE_MAX one grid for input and
-# output and drops the quantizer before the pool, so a second grid after it (narrower after QAT) clips nowhere there
-PASSTHROUGH_MODULES = (
-    *(nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d),
-    *(nn.Flatten, nn.Dropout, nn.Identity, nn.ReLU, nn.ReLU6),
-)
-PASSTHROUGH_FUNCTIONS = (
-    *(F.max_pool1d, F.max_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d),
-    *(torch.flatten, torch.reshape, F.relu, torch.relu, F.dropout),
-)
-PASSTHROUGH_METHODS = ("view", "reshape", "flatten", "contiguous", "relu")
-NEW_GRID_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
-NEW_GRID_FUNCTIONS = (torch.cat, F.adaptive_avg_pool2d, F.avg_pool2d)
-NEW_GRID_METHODS = ("mean",)
-# a sum of two tensors (a residual): QLinearAdd; a tensor plus a constant (x.abs() + eps before a sqrt) stays
-# float: on a uint8 grid from 0 the eps rounds away, and sqrt's gradient at 0 is infinite (QAT weights became nan)
-SUM_FUNCTIONS = (operator.add, torch.add)
-SUM_METHODS = ("add",)
-# a product of two tensors (a squeeze-excite gate): QLinearMul; a product with a constant stays float
-PRODUCT_FUNCTIONS = (operator.mul, torch.mul)
-PRODUCT_METHODS = ("mul",)
 
 
 @dataclass
@@ -131,26 +118,6 @@ def _trace(model: nn.Module) -> tuple[fx.GraphModule, list[str]]:
     return gm, [n for n in bn_names if n not in remaining]
 
 
-def _is_module(gm: fx.GraphModule, node: fx.Node, types: tuple) -> bool:
-    return node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), types)
-
-
-def _is_function(node: fx.Node, functions: tuple, methods: tuple = ()) -> bool:
-    if node.op == "call_function":
-        return node.target in functions
-    return node.op == "call_method" and node.target in methods
-
-
-def _tensor_args(node: fx.Node) -> list[fx.Node]:
-    out: list[fx.Node] = []
-    for arg in node.args:
-        if isinstance(arg, fx.Node):
-            out.append(arg)
-        elif isinstance(arg, list | tuple):
-            out.extend(a for a in arg if isinstance(a, fx.Node))
-    return out
-
-
 def prepare(
     model: nn.Module,
     bits: dict[str, int],
@@ -199,7 +166,7 @@ def _split_hardswish(gm: fx.GraphModule) -> int:
     tensors. Returns how many were split."""
     graph, count = gm.graph, 0
     for node in list(graph.nodes):
-        if not (_is_module(gm, node, (nn.Hardswish,)) or _is_function(node, (F.hardswish,))):
+        if not (is_module(gm, node, (nn.Hardswish,)) or is_function(node, (F.hardswish,))):
             continue
         x = node.args[0]
         with graph.inserting_after(node):
@@ -213,17 +180,6 @@ def _split_hardswish(gm: fx.GraphModule) -> int:
     gm.delete_all_unused_submodules()
     gm.recompile()
     return count
-
-
-def _fused_tail(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
-    """The node whose output is quantized after a layer: its ReLU/ReLU6 when that is the only consumer."""
-    users = list(node.users)
-    if len(users) == 1 and (
-        _is_module(gm, users[0], FUSABLE_ACTIVATIONS_MODULES)
-        or _is_function(users[0], FUSABLE_ACTIVATION_FUNCTIONS, ("relu",))
-    ):
-        return users[0]
-    return node
 
 
 def _insert_quantizers(gm: fx.GraphModule, quantized_layers: set[str], plan: QuantPlan, learn_scales: bool) -> None:
@@ -246,53 +202,26 @@ def _insert_quantizers(gm: fx.GraphModule, quantized_layers: set[str], plan: Qua
     for node in list(graph.nodes):
         if node.op in ("placeholder", "output", "get_attr") or node in quantizer_of:
             continue
-        inputs = _tensor_args(node)
+        inputs = tensor_args(node)
         if node.op == "call_module" and str(node.target) in quantized_layers:
             if inputs and inputs[0] not in quantizer_of:
                 quantize_after(inputs[0], new_quantizer())
-            quantize_after(_fused_tail(gm, node), new_quantizer())
-        elif _is_new_grid(gm, node, inputs):
+            quantize_after(fused_tail(gm, node), new_quantizer())
+        elif average_pool(gm, node) == "windowed":
+            if inputs[0] not in quantizer_of:
+                quantize_after(inputs[0], new_quantizer())
+            quantize_after(node, quantizer_of[tensor_args(node)[0]])
+        elif is_new_grid(gm, node, inputs):
             for arg in inputs:
                 if arg not in quantizer_of:
                     quantize_after(arg, new_quantizer())
-            quantize_after(_fused_tail(gm, node), new_quantizer())  # add + ReLU: one QLinearAdd, no float ReLU
-        elif _passes_through(gm, node) and inputs and inputs[0] in quantizer_of:
+            quantize_after(fused_tail(gm, node), new_quantizer())  # add + ReLU: one QLinearAdd, no float ReLU
+        elif passes_through(gm, node) and inputs and inputs[0] in quantizer_of:
             if node.users and all(u in quantizer_of for u in node.users):
                 continue  # already followed by a quantizer (a fused activation)
             quantize_after(node, quantizer_of[inputs[0]])
     graph.lint()
     gm.recompile()
-
-
-SHAPE_ARITHMETIC = (operator.mul, operator.add, operator.sub, operator.floordiv, operator.getitem)
-
-
-def _is_shape_value(node: fx.Node) -> bool:
-    """A number computed from tensor shapes (x.shape[1] * x.shape[2], x.size(0)), not a tensor."""
-    if node.op == "call_function" and node.target is getattr:
-        return node.args[1] == "shape"
-    if node.op == "call_method" and node.target in ("size", "dim"):
-        return True
-    if node.op == "call_function" and node.target in SHAPE_ARITHMETIC:
-        args = [a for a in node.args if isinstance(a, fx.Node)]
-        return bool(args) and all(_is_shape_value(a) for a in args)
-    return False
-
-
-def _is_new_grid(gm: fx.GraphModule, node: fx.Node, inputs: list[fx.Node]) -> bool:
-    """An op whose output gets a grid of its own: add, concat, average pool, a product of two tensors."""
-    if any(_is_shape_value(a) for a in inputs):
-        return False
-    if _is_function(node, PRODUCT_FUNCTIONS, PRODUCT_METHODS) or _is_function(node, SUM_FUNCTIONS, SUM_METHODS):
-        return len(inputs) == 2
-    return _is_module(gm, node, NEW_GRID_MODULES) or _is_function(node, NEW_GRID_FUNCTIONS, NEW_GRID_METHODS)
-
-
-def _passes_through(gm: fx.GraphModule, node: fx.Node) -> bool:
-    indices = node.op == "call_module" and getattr(gm.get_submodule(str(node.target)), "return_indices", False)
-    if indices or node.kwargs.get("return_indices"):
-        return False  # (values, indices): not one tensor on the input's grid
-    return _is_module(gm, node, PASSTHROUGH_MODULES) or _is_function(node, PASSTHROUGH_FUNCTIONS, PASSTHROUGH_METHODS)
 
 
 def _float_reason(gm: fx.GraphModule, name: str, module: nn.Module, called: set[str], bits: dict[str, int]) -> str:
