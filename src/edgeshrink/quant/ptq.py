@@ -1,4 +1,5 @@
-"""Post-training quantization in one call: place the quantizers, calibrate them, correct the biases.
+"""Post-training quantization in one call: place the quantizers, calibrate them, correct the biases (and
+put them on the grid the integer kernels add them on).
 
 The `quantize` stage builds on it (mixed precision, QAT); exporters use it to quantize a float model
 when asked for an integer file.
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from edgeshrink.quant.attention import traceable
+from edgeshrink.quant.bias_grid import snap_biases
 from edgeshrink.quant.calibrate import Method
 from edgeshrink.quant.passes import batch_inputs, calibrate, correct_bias
 from edgeshrink.quant.prepare import QUANTIZABLE, QuantPlan, prepare
@@ -77,6 +79,7 @@ def build_quantized(
         )
     if settings.bias_correction:  # the layers GPTQ rounded are corrected already: their shift here is 0
         correct_bias(quantized, batches, num_batches=max(1, settings.calibration_batches // 2))
+    snap_biases(quantized)
     return quantized.eval(), plan
 
 

@@ -19,6 +19,7 @@ from edgeshrink.artifact import Artifact, Quantization, StageRecord
 from edgeshrink.errors import ConfigError
 from edgeshrink.hardware import int8_weights_saturate
 from edgeshrink.quant.attention import traceable
+from edgeshrink.quant.bias_grid import snap_biases
 from edgeshrink.quant.calibrate import Method
 from edgeshrink.quant.passes import layer_sensitivity
 from edgeshrink.quant.prepare import (
@@ -256,6 +257,12 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
         quantizer.freeze()
     refresh_weight_scales(quantized)
     quantized.eval()
+    snapped = snap_biases(quantized)  # again: QAT moved the biases and the scales
+    if snapped:
+        notes.append(
+            f"biases of {len(snapped)} layers on their int32 grid (input scale x weight scale), as the integer "
+            "kernels add them"
+        )
     notes.extend(_range_notes(settings, plan))
     if settings.rounding != "nearest":
         notes.append(_rounding_note(plan, settings.rounding))
