@@ -56,6 +56,7 @@ def _export(result, path: Path, verify: list[torch.Tensor]) -> dict:
         "bytes": exported.bytes,
         "top1_agreement": p["top1_agreement"],
         "max_abs_diff": p["max_abs_diff"],
+        "max_diff_steps": p.get("max_diff_steps"),  # integer files: in output quantization steps
         "seconds": time.perf_counter() - started,
     }
 
