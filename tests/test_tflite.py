@@ -362,7 +362,8 @@ def test_a_max_pool_keeps_its_input_grid_so_a_narrowed_range_clips_in_litert_too
 
 
 class WindowedAverage(nn.Module):
-    """conv, ReLU, a 2x2 (or 1-D) average pool, then a head: the pooled map is narrower than the conv's."""
+    """conv, ReLU, an average pool of width 2 (2x2, or along the rows of the image read as 8 channels), then a
+    head: the pooled map is narrower than the conv's."""
 
     def __init__(self, one_d: bool):
         super().__init__()
@@ -371,10 +372,10 @@ class WindowedAverage(nn.Module):
 
     def forward(self, x):
         if self.one_d:
-            return self.head(
-                nn.functional.avg_pool1d(torch.relu(self.conv(x.flatten(2)[:, :, :8].repeat(1, 8, 1))), 2).flatten(1)
-            )
-        return self.head(nn.functional.avg_pool2d(torch.relu(self.conv(x)), 2).flatten(1))
+            pooled = nn.functional.avg_pool1d(torch.relu(self.conv(x.flatten(1, 2))), 2)
+        else:
+            pooled = nn.functional.avg_pool2d(torch.relu(self.conv(x)), 2)
+        return self.head(pooled.flatten(1))
 
 
 @pytest.mark.parametrize("one_d", [False, True], ids=["2d", "1d"])
@@ -386,6 +387,7 @@ def test_a_windowed_average_pool_keeps_its_input_grid_in_pytorch_and_litert(one_
     x = torch.randn(64, 1, 8, 8).abs()
     art = as_artifact(WindowedAverage(one_d), x, True)
     result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
-    # 2 steps, not 33: a mean of two values on the grid is a tie half the time, which LiteRT rounds away from
-    # zero and PyTorch to even
-    assert result.parity["max_diff_steps"] <= 2.0 + 1e-3, result.parity
+    # before: 2 steps (2x2) and 15 (1-D, refused); a 1-D mean of two values on the grid is a tie half the time,
+    # which LiteRT rounds away from zero and PyTorch to even: one step more there
+    limit = 2.0 if one_d else 1.0
+    assert result.parity["max_diff_steps"] <= limit + 1e-3, result.parity

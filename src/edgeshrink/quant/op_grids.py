@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from edgeshrink.quant.fakequant import ActQuant
+
 FUSABLE_ACTIVATIONS_MODULES = (nn.ReLU, nn.ReLU6)
 FUSABLE_ACTIVATION_FUNCTIONS = (F.relu, torch.relu, F.relu6)
 # max pooling keeps its input's grid: LiteRT's converter gives MAX_POOL_2D / REDUCE_MAX one grid for input and
@@ -28,7 +30,7 @@ NEW_GRID_FUNCTIONS = (torch.cat, torch.mean)
 NEW_GRID_METHODS = ("mean",)
 # average pooling: a global one (output size 1) gets a grid of its own (LiteRT's MEAN requantizes); a windowed
 # one keeps its input's grid, as LiteRT's AVERAGE_POOL_2D must (its converter moved a grid after the pool to
-# before it, clipping the inputs to the narrower range of their averages: 27 steps off)
+# before it, clipping the inputs to the narrower range of their averages; tests/test_tflite.py)
 AVERAGE_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 AVERAGE_FUNCTIONS = (F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d)
 ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d)
@@ -115,3 +117,15 @@ def is_shape_value(node: fx.Node) -> bool:
         args = [a for a in node.args if isinstance(a, fx.Node)]
         return bool(args) and all(is_shape_value(a) for a in args)
     return False
+
+
+def input_quantizer(gm: fx.GraphModule, layer: str) -> ActQuant | None:
+    """The activation quantizer whose grid a layer's input is on (through shape-only ops), if any."""
+    node = next((n for n in gm.graph.nodes if n.op == "call_module" and n.target == layer), None)
+    for _ in range(8):
+        if node is None or not node.args or not isinstance(node.args[0], fx.Node):
+            return None
+        node = node.args[0]
+        if node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), ActQuant):
+            return gm.get_submodule(str(node.target))
+    return None

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from edgeshrink.quant.fakequant import ACT_QMAX, ACT_QMIN, ActQuant, WeightQuant, weight_below
+from edgeshrink.quant.op_grids import input_quantizer
 
 PAIR_MIN, PAIR_MAX = -32768, 32767
 _CHUNK = 1 << 24  # products per step of the replay (int32: 64 MB)
@@ -110,18 +111,6 @@ def replay(choice: RangeChoice, rows: torch.Tensor, grid: _Grid, act: ActQuant) 
     choice.reduced_error += float(((rows @ grid.reduced.T - reference) ** 2).sum())
 
 
-def _producer(gm: fx.GraphModule, layer: str) -> ActQuant | None:
-    """The activation quantizer whose grid a layer's input is on (through shape-only ops), if any."""
-    node = next((n for n in gm.graph.nodes if n.op == "call_module" and n.target == layer), None)
-    for _ in range(8):
-        if node is None or not node.args or not isinstance(node.args[0], fx.Node):
-            return None
-        node = node.args[0]
-        if node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), ActQuant):
-            return gm.get_submodule(str(node.target))
-    return None
-
-
 def _rows(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """The layer's input as rows of the reduction axis in MLAS order, one [M, K] tensor per group."""
     if isinstance(module, nn.Linear):
@@ -159,7 +148,7 @@ def replay_layers(gm: fx.GraphModule, inputs: Iterable[torch.Tensor]) -> dict[st
 
     layers = {}
     for name, module, quantizer in weight_quantizers(gm):
-        act = _producer(gm, name)
+        act = input_quantizer(gm, name)
         depthwise = isinstance(module, nn.Conv1d | nn.Conv2d) and 1 < module.groups == module.in_channels
         if quantizer.bits == 8 and not quantizer.reduced and act and not depthwise:
             layers[name] = (module, quantizer, act)

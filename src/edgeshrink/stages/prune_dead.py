@@ -66,7 +66,7 @@ def _readers_of(graph, root: nn.Module, names: dict[nn.Module, str]) -> Readers 
             continue  # per-channel: an unread channel stays unread
         elif not out and _plain(module):
             channels, carried = torch.tensor(item.idxs), torch.tensor(item.root_idxs)
-            if channels.max() >= module.weight.shape[1] or carried.max() >= units:
+            if channels.numel() and (channels.max() >= module.weight.shape[1] or carried.max() >= units):
                 return None  # mapped through an op that changes the channel count (a pixel shuffle)
             reads.append((names[module], channels, carried))
         else:
