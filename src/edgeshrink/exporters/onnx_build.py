@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from edgeshrink.errors import ExportError
+from edgeshrink.exporters.onnx_registry import torchlib_registry_once
 from edgeshrink.exporters.onnx_simplify import simplify
 from edgeshrink.exporters.qdq import QuantizedWeight, rewrite_weights, set_activation_type
 from edgeshrink.exporters.qdq_recurrent import store_recurrent_int8
@@ -90,7 +91,7 @@ def _torch_export(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.M
         warnings.simplefilter("ignore")
         path = Path(tmp) / "model.onnx"
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), torchlib_registry_once():
                 _export(model, example, path, opset, batch)
         except Exception as exc:
             first = " ".join(str(exc).split())[-900:]
