@@ -30,12 +30,15 @@ def test_each_export_gets_a_fresh_copy_of_the_table_torch_builds():
     assert not any(e.is_custom for entries in second.functions.values() for e in entries)
 
 
-def test_torchs_classmethod_is_restored_even_after_an_error():
+def test_torchs_classmethod_is_restored_even_after_an_error_or_a_nested_block():
     original = Registry.__dict__["from_torchlib"]
     with pytest.raises(RuntimeError), torchlib_registry_once():
         assert Registry.__dict__["from_torchlib"] is not original
         raise RuntimeError("export failed")
     assert Registry.__dict__["from_torchlib"] is original
+    with torchlib_registry_once(), torchlib_registry_once():  # nested: re-enters, restores in order
+        inner = Registry.from_torchlib(opset_version=18)
+    assert Registry.__dict__["from_torchlib"] is original and inner.opset_version == 18 and inner.functions
 
 
 def test_a_quantized_models_file_is_the_same_with_and_without_the_shared_table(monkeypatch):

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 _BUILT: dict[tuple[type, int], Any] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # one export at a time patches the class; a nested block re-enters
 
 
 def _registration_class() -> type | None:
