@@ -38,13 +38,19 @@ def _seconds(make):
     return out, time.perf_counter() - start
 
 
-def compare(name: str, shape: tuple[int, ...], rounds: int) -> dict:
-    """One model's export times, largest output difference and time ratios (stripped / PyTorch twin)."""
+def random_int8(name: str, batch: int = 64) -> tuple[torch.Tensor, torch.nn.Module, torch.nn.Module]:
+    """A random batch for a zoo model of MODELS, the model with random weights (seed 0), and its int8 PTQ
+    (minmax ranges on that batch)."""
     torch.manual_seed(0)
-    x = torch.randn(64, *shape)
-    quantized, _ = post_training_quantize(create_model(name, input_shape=shape).eval(), [(x, None)], 8,
-                                          PTQSettings(calibration="minmax"))  # fmt: skip
-    quantized.eval()
+    x = torch.randn(batch, *MODELS[name])
+    model = create_model(name, input_shape=MODELS[name]).eval()
+    quantized, _ = post_training_quantize(model, [(x, None)], 8, PTQSettings(calibration="minmax"))
+    return x, model, quantized.eval()
+
+
+def compare(name: str, rounds: int) -> dict:
+    """One model's export times, largest output difference and time ratios (stripped / PyTorch twin)."""
+    x, _, quantized = random_int8(name)
     (graph, _), qdq_s = _seconds(lambda: to_onnx(quantized, x[:1], "uint8"))
     stripped, strip_s = _seconds(lambda: float_twin_from_qdq(graph, QDQ_OPSET))
     exported, export_s = _seconds(lambda: float_twin(quantized, x[:1]))
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | QDQ export | PyTorch twin | stripped | max diff | ratio b1 | ratio b64 |")
     rows = []
     for name in args.models.split(","):
-        r = compare(name, MODELS[name], args.rounds)
+        r = compare(name, args.rounds)
         rows.append(r)
         times = f"{r['qdq_export_s']:.2f} s | {r['pytorch_twin_s']:.2f} s | {r['strip_s']:.3f} s"
         print(f"| {name} | {times} | {r['max_abs_diff']:.1e} | {r['ratio_batch1']:.3f} | {r['ratio_batch64']:.3f} |")

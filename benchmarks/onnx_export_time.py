@@ -18,6 +18,7 @@ import gc
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -26,10 +27,10 @@ import torch
 from edgeshrink.environment import cpu_model
 from edgeshrink.exporters import onnx_build
 from edgeshrink.exporters.onnx_registry import torchlib_registry_once
-from edgeshrink.models import create_model
-from edgeshrink.quant.ptq import PTQSettings, post_training_quantize
 
-MODELS = {"mobilenetv3-tiny": (1, 8, 8), "resnet8": (3, 32, 32), "row-gru": (1, 8, 8), "row-transformer": (1, 8, 8)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from float_twin import MODELS, random_int8  # noqa: E402  (the same zoo models, random weights, minmax PTQ)
+
 WAYS = {"once per process": torchlib_registry_once, "every call (torch)": contextlib.nullcontext}
 
 
@@ -73,12 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     rows = []
     for name in args.models.split(","):
-        shape = MODELS[name]
-        torch.manual_seed(0)
-        x = torch.randn(16, *shape)
-        model = create_model(name, input_shape=shape).eval()
-        quantized, _ = post_training_quantize(model, [(x, None)], 8, PTQSettings(calibration="minmax"))
-        for precision, m in (("fp32", model), ("int8", quantized.eval())):
+        x, model, quantized = random_int8(name, batch=16)
+        for precision, m in (("fp32", model), ("int8", quantized)):
             row = {"model": name, "precision": precision} | compare(m, x, args.repeats)
             rows.append(row)
             print(f"{name} {precision}: {row['median_s']['once per process']:.2f} s against "

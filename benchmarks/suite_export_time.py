@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -63,6 +64,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
     write = terminalreporter.write_line
     write("export time by kind (calls, seconds of worker time, median seconds):")
     for kind, values in sorted(totals.items()):
-        write(f"  {kind}: {len(values)} calls, {sum(values):.1f} s, median {sorted(values)[len(values) // 2]:.2f} s")
+        write(f"  {kind}: {len(values)} calls, {sum(values):.1f} s, median {statistics.median(values):.2f} s")
     for (module, kind), values in sorted(rows.items(), key=lambda kv: -sum(kv[1]))[:10]:
         write(f"  {sum(values):7.1f} s {len(values):4d} x {kind:18s} {module}")
