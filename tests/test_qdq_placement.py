@@ -140,3 +140,43 @@ def test_a_constant_added_before_a_sqrt_is_not_rounded_away(tmp_path):
     assert grads and all(bool(torch.isfinite(g).all()) for g in grads.values()), [n for n, g in grads.items()]
     ops = _int8(EpsilonSqrt(), x, tmp_path)
     assert ops["QLinearAdd"] == 1 and ops["Sqrt"] == 1, ops
+
+
+class SpatialSoftmax(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.conv(x)
+        weights = torch.softmax(h.flatten(2), -1).view_as(h)  # a softmax, then a reshape, then a product
+        return self.head((h * weights).sum((2, 3)))
+
+
+def test_a_softmax_output_keeps_litert_s_grid_through_calibration_and_learning(tmp_path):
+    """The quantizer after a softmax (through its reshape) is pinned to [0, 1) in steps of 1/256, the only grid
+    LiteRT's int8 SOFTMAX writes; calibration and LSQ leave it there while they move the others. Oracle: the
+    grid's definition, and ONNX Runtime running the product as an integer multiply."""
+    from edgeshrink.quant.passes import calibrate
+    from edgeshrink.quant.prepare import activation_quantizers, prepare
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 8, 8)
+    model, _ = prepare(SpatialSoftmax().eval(), {"conv": 8, "head": 8}, learn_scales=True)
+    calibrate(model, [(x, None)])
+    quantizers = dict(activation_quantizers(model))
+    pinned = [name for name, q in quantizers.items() if q.fixed is not None]
+    assert len(pinned) == 1 and quantizers[pinned[0]].learned_scale is None
+    before = {name: float(q.scale) for name, q in quantizers.items()}
+    assert before[pinned[0]] == 1 / 256 and int(quantizers[pinned[0]].zero_point) == 0
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(x).square().mean().backward()
+        optimizer.step()
+    after = {name: float(q.scale) for name, q in quantizers.items()}
+    assert after[pinned[0]] == 1 / 256
+    assert any(after[name] != before[name] for name in after if name not in pinned)  # the others learned
+    ops = _int8(SpatialSoftmax(), x, tmp_path)
+    assert ops["QLinearMul"] == 1, ops

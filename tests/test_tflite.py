@@ -256,6 +256,15 @@ class LogSigmoidResidual(nn.Module):
         return self.head((h + nn.functional.logsigmoid(h)).mean((2, 3)))
 
 
+def _file_error(path, model: nn.Module, x: torch.Tensor) -> float:
+    """Largest |LiteRT output - PyTorch output| over the first 8 examples, one at a time through the file."""
+    interpreter = make_interpreter(path.read_bytes(), 1)
+    got = np.concatenate([run_interpreter(interpreter, x[i : i + 1].numpy()) for i in range(8)])
+    with torch.no_grad():
+        expected = model(x[:8]).numpy()
+    return float(np.abs(got - expected).max())
+
+
 @pytest.mark.parametrize("net", [LogSigmoidResidual, LinearGate])
 @pytest.mark.parametrize("calibration", ["minmax", "mse"])
 def test_a_graph_the_layout_pass_gets_wrong_is_converted_without_it_and_verifies(net, calibration, tmp_path):
@@ -270,11 +279,7 @@ def test_a_graph_the_layout_pass_gets_wrong_is_converted_without_it_and_verifies
     assert result.parity["within_tolerance"], result.parity  # LiteRT's integers against the fake-quantized model
     assert any("channels-last layout pass" in note for note in result.notes), result.notes
     assert result.bytes == (tmp_path / "m.tflite").stat().st_size
-    interpreter = make_interpreter((tmp_path / "m.tflite").read_bytes(), 1)
-    with torch.no_grad():
-        expected = result.model(x[:8]).numpy()
-    got = np.concatenate([run_interpreter(interpreter, x[i : i + 1].numpy()) for i in range(8)])
-    assert np.abs(got - expected).max() <= result.parity["tolerance"]  # the written file is the one checked
+    assert _file_error(tmp_path / "m.tflite", result.model, x) <= result.parity["tolerance"]  # the file checked
 
 
 def test_an_operator_litert_cannot_convert_is_named_with_the_fix(tmp_path):
@@ -303,11 +308,8 @@ def test_adaptive_max_pooling_converts_and_computes_what_torch_does(size, int8, 
     x = torch.randn(32, 1, 8, 8)
     art = as_artifact(AdaptiveMaxPool(size), x, int8)
     result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
-    interpreter = make_interpreter((tmp_path / "m.tflite").read_bytes(), 1)
-    got = np.concatenate([run_interpreter(interpreter, x[i : i + 1].numpy()) for i in range(8)])
-    with torch.no_grad():
-        expected = result.model(x[:8]).numpy()
-    assert np.abs(got - expected).max() <= (result.parity["tolerance"] if int8 else 1e-4)  # oracle: PyTorch
+    tolerance = result.parity["tolerance"] if int8 else 1e-4
+    assert _file_error(tmp_path / "m.tflite", result.model, x) <= tolerance  # oracle: PyTorch
 
 
 class ConvThen(nn.Module):
@@ -325,25 +327,90 @@ def _spatial_softmax(h):
     return (h * nn.functional.softmax(h.flatten(2), -1).view_as(h)).sum((2, 3))
 
 
-def _top4_mean(h):
-    return h.flatten(2).topk(4, -1).values.mean(-1)
+class OrderStatistics(nn.Module):
+    """A convolution, then per-channel order statistics of its 64 positions (the 4 largest, the 3 smallest, the
+    median, the 5th smallest, a sort, values gathered at top-k indices), then a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8 * 6, 3)
+
+    def forward(self, x):
+        h = self.conv(x).flatten(2)
+        features = [
+            h.topk(4, -1).values.mean(-1),
+            h.topk(3, -1, largest=False).values.mean(-1),
+            h.median(-1).values,
+            h.kthvalue(5, -1).values,
+            h.sort(-1, descending=True).values[..., 1],
+            h.gather(-1, h.topk(2, -1).indices).mean(-1),
+        ]
+        return self.head(torch.cat(features, 1))
 
 
-@pytest.mark.parametrize(
-    "step, int8, reason",
-    [
-        (_spatial_softmax, True, r"SOFTMAX.*1/256 grid"),
-        (_top4_mean, False, r"STABLEHLO_SORT.*no kernel for sort or top-k"),
-    ],
-    ids=["int8-softmax", "topk"],
-)
-def test_a_file_litert_cannot_load_is_refused_with_what_to_do(step, int8, reason, tmp_path):
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_top_k_sort_and_median_run_in_litert_and_compute_what_torch_does(int8, tmp_path):
+    """litert-torch lowers topk and sort to StableHLO's sort, which LiteRT's interpreter has no kernel for (the
+    file did not load), and has no lowering for kthvalue or median; all are written as TFLite's TOPK_V2. Oracle:
+    PyTorch's outputs."""
     torch.manual_seed(0)
     x = torch.randn(32, 1, 8, 8)
-    art = as_artifact(ConvThen(step), x, int8)
-    with pytest.raises(edgeshrink.EdgeshrinkError, match=reason) as err:
+    art = as_artifact(OrderStatistics(), x, int8)
+    result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
+    tolerance = result.parity["tolerance"] if int8 else 1e-4
+    assert _file_error(tmp_path / "m.tflite", result.model, x) <= tolerance
+
+
+def _softmax_quantizers(model: nn.Module) -> list:
+    return [q for _, q in activation_quantizers(model) if q.fixed is not None]
+
+
+def test_an_int8_softmax_gets_litert_s_grid_and_the_file_computes_what_torch_does(tmp_path):
+    """LiteRT's int8 SOFTMAX loads only with outputs on [0, 1) in steps of 1/256 (zero point -128); a grid
+    calibrated to the outputs seen (0..0.27 here) made the file unloadable. The softmax's quantizer is pinned to
+    that grid, through calibration, and the file's outputs are PyTorch's (oracle)."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 8, 8)
+    art = as_artifact(ConvThen(_spatial_softmax), x, True)
+    (pinned,) = _softmax_quantizers(art.model)
+    assert float(pinned.scale) == 1 / 256 and int(pinned.zero_point) == 0  # 0..255 grid: int8 zero point -128
+    result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
+    assert _file_error(tmp_path / "m.tflite", result.model, x) <= result.parity["tolerance"]
+
+
+def test_a_softmax_on_another_grid_is_refused_with_what_to_do(tmp_path):
+    """A model whose softmax output is on another grid (quantized elsewhere, or by edgeshrink before the grid was
+    pinned) cannot load in LiteRT: refused in one line that says why and what to do, no file left behind."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 8, 8)
+    art = as_artifact(ConvThen(_spatial_softmax), x, True)
+    _softmax_quantizers(art.model)[0].scale.fill_(0.001)
+    with pytest.raises(edgeshrink.EdgeshrinkError, match=r"SOFTMAX.*1/256 grid") as err:
         edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
     assert not (tmp_path / "m.tflite").exists() and "\n" not in str(err.value)
+
+
+class SpatialGate(nn.Module):
+    """CBAM's spatial attention: channel max and mean, a 7x7 convolution to one channel, a sigmoid gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.gate, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(2, 1, 7, padding=3), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        pooled = torch.cat([h.amax(1, keepdim=True), h.mean(1, keepdim=True)], 1)
+        return self.head((h * torch.sigmoid(self.gate(pooled))).mean((2, 3)))
+
+
+def test_a_layer_with_one_output_channel_converts_to_int8(tmp_path):
+    """A convolution with one output channel has one weight scale; read from a buffer while tracing, it made
+    torch.export fail on a data-dependent float (litert-torch refused the CBAM gate). Oracle: PyTorch's outputs."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 8, 8)
+    art = as_artifact(SpatialGate(), x, True)
+    result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
+    assert _file_error(tmp_path / "m.tflite", result.model, x) <= result.parity["tolerance"]
 
 
 @pytest.mark.parametrize("size", [1, 2])

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from edgeshrink.errors import ExportError
+from edgeshrink.exporters import litert_lowerings
 from edgeshrink.exporters.onnx_build import quantized_weights
 from edgeshrink.quant.export_copy import export_copy
 from edgeshrink.runtimes.litert import quiet
@@ -36,11 +37,14 @@ class _Int8Weight(nn.Module):
         super().__init__()
         self.register_buffer("scale", scale.float().reshape(-1).clone())
         self.register_buffer("zero_point", torch.zeros(self.scale.numel(), dtype=torch.int64))
+        # one grid for the tensor (a shared codebook, or a layer with one output channel): one scale in the file,
+        # a constant here (read from the buffer in forward, torch.export meets a data-dependent float and fails)
+        self.tensor_scale = float(self.scale[0]) if self.scale.numel() == 1 else None
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         ops = torch.ops.quantized_decomposed
-        if self.scale.numel() == 1:  # one grid for the tensor (a shared codebook): one scale in the file
-            scale = float(self.scale[0])
+        if self.tensor_scale is not None:
+            scale = self.tensor_scale
             q = ops.quantize_per_tensor.default(weight, scale, 0, -127, 127, torch.int8)
             return ops.dequantize_per_tensor.default(q, scale, 0, -127, 127, torch.int8)
         q = ops.quantize_per_channel.default(weight, self.scale, self.zero_point, 0, -127, 127, torch.int8)
@@ -105,10 +109,11 @@ def convert(model: nn.Module, example: torch.Tensor, static_int8: bool, layout_p
         import litert_torch  # its torchao import prints "Failed to load ..." lines
         from litert_torch._convert import fx_passes
 
-    _decompose_adaptive_max_pool()
+    litert_lowerings.decompose_adaptive_max_pool()
+    litert_lowerings.topk_as_tflite_topk()
     quant_config = None
     if static_int8:
-        _elementwise_layout_rewriters()
+        litert_lowerings.elementwise_layout_rewriters()
         from litert_torch.quantize import pt2e_quantizer
         from litert_torch.quantize import quant_config as qc
 
@@ -156,32 +161,6 @@ def _no_layout_pass():
             return fx_infra.ExportedProgramPassResult(exported_program, False)
 
     return NoLayoutPass()
-
-
-def _decompose_adaptive_max_pool() -> None:
-    """Write adaptive max pooling as operators LiteRT has, before litert-torch's passes.
-
-    litert-torch 0.10 has no lowering for aten.adaptive_max_pool2d (nor the 1-D form, which reaches it);
-    torch's own decomposition writes global pooling as amax and, when the output size divides the input's, a
-    max_pool2d. Other sizes stay as they are and are refused as an operator LiteRT lacks."""
-    from litert_torch import fx_infra
-
-    op = torch.ops.aten.adaptive_max_pool2d.default
-    if op not in fx_infra.decomp.pre_convert_decomp():
-        fx_infra.decomp.update_pre_convert_decomp(torch._decomp.get_decompositions([op]))
-
-
-def _elementwise_layout_rewriters() -> None:
-    """Tell litert-torch's NHWC layout pass that ELU (and SELU, which lowers to it) is elementwise.
-
-    litert-torch 0.10 has no NHWC rewriter for aten.elu, so ELU stays NCHW; in an int8 graph the transposes
-    it then places around ELU's quantize/dequantize pair do not reach the residual add or gate beside it, and
-    conversion fails with a broadcast error (x + elu(x) after a convolution). ELU is elementwise, so the
-    layout pass's own no-op rewriter is the right one."""
-    from litert_torch._convert.fx_passes.optimize_layout_transposes_pass import layout_rewrite
-
-    if torch.ops.aten.elu.default not in layout_rewrite.rewriters:
-        layout_rewrite.rewriters.register(torch.ops.aten.elu)(lambda node: None)
 
 
 def _quantize_weights(float_tflite: bytes, recipe) -> bytes:

@@ -51,22 +51,28 @@ def quantize_dequantize_int8(x: torch.Tensor, scale: float, zero_point: int) -> 
 
 class ActQuant(nn.Module):
     """Fake-quantize an activation per tensor. Modes: `observe` (record statistics, pass through),
-    `quantize`, `off`. `learn=True` makes scale and zero point trainable (LSQ, Esser et al. 2020)."""
+    `quantize`, `off`. `learn=True` makes scale and zero point trainable (LSQ, Esser et al. 2020).
+    `fixed=(lo, hi)` pins the grid to that range whatever calibration sees and keeps it from being learned:
+    what a runtime's kernel requires of its output (LiteRT's int8 softmax writes only [0, 1) in 1/256 steps)."""
 
-    def __init__(self, learn: bool = False) -> None:
+    def __init__(self, learn: bool = False, fixed: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
+        self.fixed = fixed
         # calibration statistics: not part of the model a file stores (persistent=False)
         self.register_buffer("observed_min", torch.tensor(float("inf")), persistent=False)
         self.register_buffer("observed_max", torch.tensor(float("-inf")), persistent=False)
         self.mode: Mode = "off"
-        self.learn = learn
+        self.learn = learn and fixed is None
         self.samples: list[np.ndarray] = []
         self.register_parameter("learned_scale", None)
+        if fixed is not None:
+            self.set_range(*fixed)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode}, scale={float(self.scale):.6g}, zero_point={int(self.zero_point)}"
+        pinned = f", fixed={self.fixed}" if self.fixed is not None else ""
+        return f"mode={self.mode}, scale={float(self.scale):.6g}, zero_point={int(self.zero_point)}{pinned}"
 
     def observe(self, x: torch.Tensor) -> None:
         flat = x.detach().reshape(-1).float()
@@ -79,8 +85,9 @@ class ActQuant(nn.Module):
             self.samples.append(flat.numpy().copy())
 
     def set_range(self, lo: float, hi: float) -> None:
-        """Scale and zero point for the real range [lo, hi] (widened to contain 0, as 0 must be exact)."""
-        scale, zero_point = affine_params(lo, hi)
+        """Scale and zero point for the real range [lo, hi] (widened to contain 0, as 0 must be exact); a
+        fixed quantizer keeps its own range."""
+        scale, zero_point = affine_params(*(self.fixed or (lo, hi)))
         self.scale.fill_(scale)
         self.zero_point.fill_(zero_point)
         self.samples = []

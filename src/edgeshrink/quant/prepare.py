@@ -13,6 +13,8 @@ activation quantizers (`ActQuant`) are inserted:
   so the product is a QLinearMul instead of a float Mul between DequantizeLinear and QuantizeLinear
   (ONNX Runtime has no integer hardswish; what `quantize_static` does too);
 - after windowed average pools, sharing their input's quantizer (what LiteRT's AVERAGE_POOL_2D needs);
+- a softmax's output, where it is quantized, on the fixed grid [0, 1) in 1/256 steps (what LiteRT's int8
+  SOFTMAX requires; op_grids.fixed_range);
 - after shape-only ops (max pool, flatten, reshape, dropout) of a quantized tensor, sharing the
   input's quantizer: the values are already on that grid, and the runtime needs a Q/DQ pair there to
   keep the next kernel in integers.
@@ -37,6 +39,7 @@ from edgeshrink.quant.attention import decompose
 from edgeshrink.quant.fakequant import ActQuant, WeightQuant, weight_below
 from edgeshrink.quant.op_grids import (
     average_pool,
+    fixed_range,
     fused_tail,
     is_function,
     is_module,
@@ -187,9 +190,10 @@ def _insert_quantizers(gm: fx.GraphModule, quantized_layers: set[str], plan: Qua
     graph = gm.graph
     quantizer_of: dict[fx.Node, str] = {}
 
-    def new_quantizer() -> str:
+    def new_quantizer(after: fx.Node | None = None) -> str:
         name = f"act_quant_{len(plan.activations)}"
-        gm.add_submodule(name, ActQuant(learn=learn_scales))
+        fixed = fixed_range(gm, after) if after is not None else None
+        gm.add_submodule(name, ActQuant(learn=learn_scales, fixed=fixed))
         plan.activations.append(name)
         return name
 
@@ -205,16 +209,16 @@ def _insert_quantizers(gm: fx.GraphModule, quantized_layers: set[str], plan: Qua
         inputs = tensor_args(node)
         if node.op == "call_module" and str(node.target) in quantized_layers:
             if inputs and inputs[0] not in quantizer_of:
-                quantize_after(inputs[0], new_quantizer())
+                quantize_after(inputs[0], new_quantizer(inputs[0]))
             quantize_after(fused_tail(gm, node), new_quantizer())
         elif average_pool(gm, node) == "windowed":
             if inputs[0] not in quantizer_of:
-                quantize_after(inputs[0], new_quantizer())
+                quantize_after(inputs[0], new_quantizer(inputs[0]))
             quantize_after(node, quantizer_of[tensor_args(node)[0]])
         elif is_new_grid(gm, node, inputs):
             for arg in inputs:
                 if arg not in quantizer_of:
-                    quantize_after(arg, new_quantizer())
+                    quantize_after(arg, new_quantizer(arg))
             quantize_after(fused_tail(gm, node), new_quantizer())  # add + ReLU: one QLinearAdd, no float ReLU
         elif passes_through(gm, node) and inputs and inputs[0] in quantizer_of:
             if node.users and all(u in quantizer_of for u in node.users):
