@@ -4,7 +4,9 @@ compute exactly what the compressed model computes."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -46,10 +48,25 @@ def check_written(
     if batch is not None:
         # the same memory layout on both sides: a channels-last model runs other (equally exact) kernels
         reference = copy.deepcopy(artifact.model).to(memory_format=torch.contiguous_format).eval()
-        with torch.no_grad():
+        with torch.no_grad(), _no_grad_flags(loaded.model, reference):
             same = torch.equal(loaded.model(batch.contiguous()), reference(batch.contiguous()))
         if not same:
             raise FormatError(
                 "internal error: the model rebuilt from the file computes other numbers; please report it"
             )
     return loaded
+
+
+@contextlib.contextmanager
+def _no_grad_flags(*models: nn.Module) -> Iterator[None]:
+    """Every parameter's requires_grad off, restored after. A weight that requires grad changes how torch.matmul
+    folds a 3-D input (another order of summation, 1e-7 apart), even under no_grad: a masked or shared weight is
+    computed by its parametrization and does not, the same weight loaded as a plain parameter does."""
+    flags = [(p, p.requires_grad) for model in models for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
