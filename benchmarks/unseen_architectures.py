@@ -4,6 +4,7 @@ refuse in one line? A robustness sweep, not an accuracy benchmark.
 
     python benchmarks/unseen_architectures.py --out runs/unseen.json [--models KWS1D,TinyViT] [--recipes int8]
     python benchmarks/unseen_architectures.py --set ops --out runs/unseen-ops.json   # one operator per model
+    python benchmarks/unseen_architectures.py --set idioms --out runs/unseen-idioms.json   # one idiom per model
 
 Data: scikit-learn's 8x8 digits (shipped with scikit-learn, no download). Each model trains 3 passes (Adam,
 3e-3) and every recipe runs at its smallest settings (`edgeshrink.recipes.smallest_settings`: one epoch per
@@ -29,10 +30,11 @@ from edgeshrink.tasks.data import load_digits
 from edgeshrink.train import TrainConfig, evaluate, fit
 
 sys.path.insert(0, str(Path(__file__).parent))
+import unseen_idioms  # noqa: E402
 import unseen_models  # noqa: E402
 import unseen_ops  # noqa: E402
 
-SETS = {"architectures": unseen_models.MODELS, "ops": unseen_ops.MODELS}
+SETS = {"architectures": unseen_models.MODELS, "ops": unseen_ops.MODELS, "idioms": unseen_idioms.MODELS}
 
 
 def _exports(art, out: Path, x: torch.Tensor) -> dict:
@@ -99,12 +101,14 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="JSON results")
-    ap.add_argument("--set", choices=SETS, default="architectures", help="unseen_models.py or unseen_ops.py")
+    ap.add_argument(
+        "--set", choices=SETS, default="architectures", help="unseen_models.py, unseen_ops.py or unseen_idioms.py"
+    )
     ap.add_argument("--models", help="comma-separated names from the set (default: all)")
     ap.add_argument("--recipes", default=",".join(list_recipes()), help="comma-separated built-in recipes")
-    ap.add_argument("--runs-dir", type=Path, default=None, help="default: runs/unseen (runs/unseen-ops for --set ops)")
+    ap.add_argument("--runs-dir", type=Path, default=None, help="default: runs/unseen, or runs/unseen-SET")
     args = ap.parse_args(argv)
-    runs_dir = args.runs_dir or Path("runs/unseen" if args.set == "architectures" else "runs/unseen-ops")
+    runs_dir = args.runs_dir or Path("runs/unseen" if args.set == "architectures" else f"runs/unseen-{args.set}")
     models, digits, rows = SETS[args.set], load_digits(), []
     for name in args.models.split(",") if args.models else models:
         torch.manual_seed(0)

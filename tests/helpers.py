@@ -81,3 +81,16 @@ def as_artifact(model: nn.Module, x: torch.Tensor, int8: bool) -> Artifact:
         return art
     ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
     return apply_stage(art, parse_stage({"type": "quantize"}), ctx)
+
+
+class Focus(nn.Module):
+    """YOLOv5's Focus: space-to-depth by four strided slices of a quantized map, concatenated, then a conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.conv, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(32, 8, 3, padding=1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        h = torch.cat([h[..., ::2, ::2], h[..., 1::2, ::2], h[..., ::2, 1::2], h[..., 1::2, 1::2]], 1)
+        return self.head(torch.relu(self.conv(h)).mean((2, 3)))

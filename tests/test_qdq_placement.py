@@ -6,6 +6,7 @@ import collections
 import onnx
 import onnxruntime as ort
 import torch
+from helpers import Focus
 from torch import nn
 from torch.nn import functional as F
 
@@ -153,6 +154,27 @@ class SpatialSoftmax(nn.Module):
         return self.head((h * weights).sum((2, 3)))
 
 
+class ChannelSoftmaxGate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.gate, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Softmax2d(), nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.head((h * self.gate(h)).mean((2, 3)))  # nn.Softmax2d: a module, over the channels
+
+
+def test_a_softmax_module_s_output_gets_the_pinned_grid_too():
+    from edgeshrink.quant.passes import calibrate
+    from edgeshrink.quant.prepare import activation_quantizers, prepare
+
+    torch.manual_seed(0)
+    model, _ = prepare(ChannelSoftmaxGate().eval(), {"conv": 8, "head": 8})
+    calibrate(model, [(torch.randn(16, 3, 8, 8), None)])
+    scales = [float(q.scale) for _, q in activation_quantizers(model) if q.fixed is not None]
+    assert scales == [1 / 256]
+
+
 def test_a_softmax_output_keeps_litert_s_grid_through_calibration_and_learning(tmp_path):
     """The quantizer after a softmax (through its reshape) is pinned to [0, 1) in steps of 1/256, the only grid
     LiteRT's int8 SOFTMAX writes; calibration and LSQ leave it there while they move the others. Oracle: the
@@ -180,3 +202,35 @@ def test_a_softmax_output_keeps_litert_s_grid_through_calibration_and_learning(t
     assert any(after[name] != before[name] for name in after if name not in pinned)  # the others learned
     ops = _int8(SpatialSoftmax(), x, tmp_path)
     assert ops["QLinearMul"] == 1, ops
+
+
+def _quantized_focus(x: torch.Tensor, slices_keep_grid: bool) -> Artifact:
+    from edgeshrink.artifact import Quantization
+    from edgeshrink.quant.ptq import PTQSettings, build_quantized
+
+    bits = {"stem": 8, "conv": 8, "head": 8}
+    settings = PTQSettings(slices_keep_grid=slices_keep_grid)
+    model, plan = build_quantized(Focus().eval(), bits, [(x, None)], settings)
+    quantization = Quantization(bits=bits, split_hardswish=True, sliced=plan.sliced > 0)
+    return Artifact(model.eval(), quantization=quantization, example_input=x[:1])
+
+
+def test_slices_keep_their_grid_and_a_file_from_before_loads_as_it_was(tmp_path):
+    """A slice selects values on its input's grid: it shares that quantizer instead of getting a new one (LiteRT's
+    STRIDED_SLICE must keep one grid; a new grid per slice failed conversion). The file records it; a file written
+    before (no `sliced`) loads with a grid after each slice, as it was made. Oracle: the saved model's outputs."""
+    from edgeshrink.quant.prepare import activation_quantizers
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 8, 8)
+    ctx = StageContext(None, None, example_input=x[:1], calibration=[(x, None)])
+    art = apply_stage(Artifact(Focus().eval(), example_input=x[:1]), parse_stage({"type": "quantize"}), ctx)
+    assert art.quantization.sliced
+    before = _quantized_focus(x, slices_keep_grid=False)
+    assert not before.quantization.sliced
+    assert len(activation_quantizers(before.model)) == len(activation_quantizers(art.model)) + 4  # one per slice
+    for made in (art, before):
+        path = tmp_path / f"{made.quantization.sliced}.eshrink"
+        edgeshrink.save(made, path)
+        with torch.no_grad():
+            assert torch.equal(edgeshrink.load(path, model=Focus()).model(x), made.model(x))

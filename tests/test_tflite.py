@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from helpers import SmallNet, as_artifact, loaders
+from helpers import Focus, SmallNet, as_artifact, loaders
 from torch import nn
 
 import edgeshrink
@@ -359,6 +359,76 @@ def test_top_k_sort_and_median_run_in_litert_and_compute_what_torch_does(int8, t
     result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
     tolerance = result.parity["tolerance"] if int8 else 1e-4
     assert _file_error(tmp_path / "m.tflite", result.model, x) <= tolerance
+
+
+def test_strided_slices_of_an_int8_map_convert_and_compute_what_torch_does(tmp_path):
+    """YOLOv5's Focus slices a quantized map four ways and concatenates the slices; with a grid per slice the
+    converter failed (STRIDED_SLICE keeps one grid). Oracle: PyTorch's outputs."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 8, 8)
+    art = as_artifact(Focus(), x, True)
+    result = edgeshrink.export(art, tmp_path / "m.tflite", verify_data=[x])
+    assert _file_error(tmp_path / "m.tflite", result.model, x) <= result.parity["tolerance"]
+
+
+class GlobalContext(nn.Module):
+    """A map's global average expanded back to the map's size and concatenated to it, then a conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.conv2 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(32, 8, 3, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        h = torch.cat([h, h.mean((2, 3), keepdim=True).expand(-1, -1, 8, 8)], 1)  # 16 channels: see the test
+        return self.head(self.conv2(h).mean((2, 3)))
+
+
+def test_a_file_litert_cannot_load_after_the_layout_pass_is_converted_without_it(tmp_path):
+    """litert-torch's channels-last layout pass writes this expand as a BROADCAST_TO whose shapes do not fit
+    (16 channels broadcast to the 8 of a row: LiteRT refuses to load it; with 8 channels it loads and computes
+    other numbers, which verification catches); the file converted without the pass loads, is the one written,
+    and the notes say so. Oracle: PyTorch's outputs."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 8, 8)
+    result = edgeshrink.export(as_artifact(GlobalContext(), x, False), tmp_path / "m.tflite", verify_data=[x])
+    assert any("with it LiteRT could not load the file" in note for note in result.notes), result.notes
+    assert _file_error(tmp_path / "m.tflite", result.model, x) <= 1e-4
+
+
+class TransposedProduct(nn.Module):
+    """A Linear on the positions, transposed back, times the transposed map (bmm), scaled; or the same as an einsum."""
+
+    def __init__(self, einsum: bool):
+        super().__init__()
+        self.einsum, self.conv, self.p, self.head = (
+            einsum,
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.Linear(16, 8),
+            nn.Linear(128, 3),
+        )
+
+    def forward(self, x):
+        t = torch.relu(self.conv(x)).flatten(2)  # (N, 16, 64)
+        a = self.p(t.transpose(1, 2))  # (N, 64, 8)
+        mixed = torch.einsum("npi,ncp->nic", a, t) if self.einsum else torch.bmm(a.transpose(1, 2), t.transpose(1, 2))
+        return self.head((mixed / 64).flatten(1))  # the scaling after the bmm is what the converter mishandles
+
+
+def test_a_product_litert_torch_writes_wrongly_is_refused_with_the_rewrite_that_converts(tmp_path):
+    """litert-torch writes this bmm as a FULLY_CONNECTED whose input does not fit its weights, with or without its
+    layout pass: LiteRT cannot load it. Refused in one line naming the rewrite; the einsum form converts and
+    computes what PyTorch does (oracle)."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 8, 8)
+    with pytest.raises(edgeshrink.EdgeshrinkError, match=r"FULLY_CONNECTED.*torch\.einsum") as err:
+        edgeshrink.export(as_artifact(TransposedProduct(False), x, False), tmp_path / "m.tflite", verify_data=[x])
+    assert not (tmp_path / "m.tflite").exists() and "\n" not in str(err.value)
+    model = TransposedProduct(True)
+    model.load_state_dict(TransposedProduct(False).state_dict())
+    result = edgeshrink.export(as_artifact(model, x, False), tmp_path / "m.tflite", verify_data=[x])
+    assert _file_error(tmp_path / "m.tflite", result.model, x) <= 1e-4
 
 
 def _softmax_quantizers(model: nn.Module) -> list:

@@ -38,6 +38,7 @@ class Quantization(BaseModel):
     per_tensor: list[str] = Field([], description="layers on one grid per tensor (shared weights)")
     rewritten: list[str] = Field([], description="attention modules decomposed before quantizing")
     split_hardswish: bool = Field(False, description="hardswish quantized as x * hardsigmoid(x) (QLinearMul)")
+    sliced: bool = Field(False, description="slices of a quantized tensor keep its grid (LiteRT's STRIDED_SLICE)")
     recurrent: dict[str, int] = Field(
         {}, description="GRU/LSTM/RNN weight tensor -> bits: integer codes, one scale per row, float compute"
     )

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeshrink.errors import ExportError
+from edgeshrink.errors import ExportError, RuntimeLoadError
 from edgeshrink.exporters.base import Built, Exporter, Runner, as_input, register_exporter
 from edgeshrink.exporters.onnx_build import output_step
 from edgeshrink.exporters.reference import int8_reference
@@ -129,12 +129,13 @@ class TFLiteExporter(Exporter):
     ) -> Built:
         mode = resolve_mode(model, options["quantize"])
         made = tflite_file(model, example, mode, calibration)
+        io = _loaded_io(made)
         return Built(
             made.data,
             made.reference,
             PRECISION[mode],
             activation_type="int8" if mode == "int8" else None,
-            io=io_details(make_interpreter(made.data, 1)),
+            io=io,
             notes=made.notes,
             step=output_step(made.reference) if mode == "int8" else None,
             rtol=RTOL[mode],
@@ -171,6 +172,29 @@ class TFLiteExporter(Exporter):
     def runner(self, data: bytes, threads: int) -> Runner:
         interpreter = make_interpreter(data, threads)
         return lambda x: run_interpreter(interpreter, x)
+
+
+def _loaded_io(made: TFLiteFile) -> dict:
+    """The file's input and output details, from LiteRT. When LiteRT cannot load the file (litert-torch's
+    layout pass has written a BROADCAST_TO or FULLY_CONNECTED whose shapes do not fit), the file converted
+    without that pass replaces it, said in the notes; when that one does not load either, the first refusal."""
+    try:
+        return io_details(make_interpreter(made.data, 1))
+    except RuntimeLoadError as exc:
+        if made.without_layout is None:
+            raise
+        failed = exc
+    try:
+        data = made.without_layout()
+        io = io_details(make_interpreter(data, 1))
+    except (ExportError, RuntimeLoadError):
+        raise failed from None
+    made.data, made.without_layout = data, None
+    made.notes.append(
+        f"converted without litert-torch's channels-last layout pass, {WITHOUT_LAYOUT}: with it LiteRT could not "
+        f"load the file ({str(failed)[:200]})"
+    )
+    return io
 
 
 def _returned(result: dict | None, failed: ExportError | None) -> dict:

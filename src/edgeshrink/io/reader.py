@@ -102,6 +102,7 @@ def rebuild(stored: Stored, model: nn.Module | None, skip_edits: int = 0) -> nn.
             reduced_layers=quantization.reduced_layers,
             rewrite=quantization.rewritten,
             split_hardswish=quantization.split_hardswish,
+            slices_keep_grid=quantization.sliced,
         )
         return load_quantized(bake_in_place(skeleton), stored.state, quantization, source)
     if precision == "float16":

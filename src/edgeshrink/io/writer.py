@@ -18,7 +18,8 @@ def header_meta(artifact: Artifact, probe: bool = True) -> dict:
     meta = dict(artifact.meta)
     if artifact.quantization is not None:
         meta["quantization"] = artifact.quantization.model_dump(mode="json")
-        for key in ("per_tensor", "rewritten", "split_hardswish", "recurrent"):  # the usual case: none of them
+        # the usual case: none of them
+        for key in ("per_tensor", "rewritten", "split_hardswish", "sliced", "recurrent"):
             if not meta["quantization"][key]:
                 del meta["quantization"][key]
     if artifact.precision != "float32":

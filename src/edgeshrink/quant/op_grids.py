@@ -25,6 +25,10 @@ PASSTHROUGH_FUNCTIONS = (
     *(F.max_pool1d, F.max_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d),
     *(torch.flatten, torch.reshape, F.relu, torch.relu, F.dropout),
 )
+# a slice or index of a quantized tensor selects values on its grid: LiteRT's STRIDED_SLICE must keep one grid
+# (a slice with a grid of its own, as a concat's input, failed conversion: YOLOv5's Focus space-to-depth). Files
+# quantized before record no `sliced`, and load as they were (a new grid after a slice that feeds a layer)
+SLICES = (operator.getitem,)
 PASSTHROUGH_METHODS = ("view", "reshape", "flatten", "contiguous", "relu")
 NEW_GRID_FUNCTIONS = (torch.cat, torch.mean)
 NEW_GRID_METHODS = ("mean",)
@@ -46,7 +50,7 @@ PRODUCT_METHODS = ("mul",)
 # a softmax's output gets the grid LiteRT's int8 SOFTMAX writes: [0, 1) in steps of 1/256 (zero point -128 as
 # int8). A grid calibrated to the outputs seen (0..0.3 over 64 positions) is finer, but the file cannot load.
 SOFTMAX_RANGE = (0.0, 255 / 256)
-SOFTMAX = ((nn.Softmax,), (F.softmax, torch.softmax), ("softmax",))
+SOFTMAX = ((nn.Softmax, nn.Softmax2d), (F.softmax, torch.softmax), ("softmax",))
 LAYOUT_METHODS = ("view", "view_as", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze")
 LAYOUT_FUNCTIONS = (torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze)
 

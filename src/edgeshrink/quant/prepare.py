@@ -15,9 +15,9 @@ activation quantizers (`ActQuant`) are inserted:
 - after windowed average pools, sharing their input's quantizer (what LiteRT's AVERAGE_POOL_2D needs);
 - a softmax's output, where it is quantized, on the fixed grid [0, 1) in 1/256 steps (what LiteRT's int8
   SOFTMAX requires; op_grids.fixed_range);
-- after shape-only ops (max pool, flatten, reshape, dropout) of a quantized tensor, sharing the
-  input's quantizer: the values are already on that grid, and the runtime needs a Q/DQ pair there to
-  keep the next kernel in integers.
+- after shape-only ops (max pool, flatten, reshape, dropout, and slices with `slices_keep_grid`) of a
+  quantized tensor, sharing the input's quantizer: the values are already on that grid, and the runtime
+  needs a Q/DQ pair there to keep the next kernel in integers.
 Weights get a `WeightQuant` parametrization on top of any pruning mask or codebook (zero point 0, so
 pruned weights stay exactly zero). Layers that ONNX Runtime cannot run in integers (other weight
 layers) stay float and are reported with the reason.
@@ -38,6 +38,7 @@ from edgeshrink.errors import UnsupportedLayerError
 from edgeshrink.quant.attention import decompose
 from edgeshrink.quant.fakequant import ActQuant, WeightQuant, weight_below
 from edgeshrink.quant.op_grids import (
+    SLICES,
     average_pool,
     fixed_range,
     fused_tail,
@@ -75,6 +76,7 @@ class QuantPlan:
     activations: list[str] = field(default_factory=list)  # ActQuant module names, in graph order
     folded_batchnorms: list[str] = field(default_factory=list)
     split_hardswish: int = 0  # hardswish activations run as x * hardsigmoid(x)
+    sliced: int = 0  # slices of a quantized tensor on its grid (op_grids.SLICES)
     gptq_rounded: list[str] = field(default_factory=list)  # layers whose codes GPTQ chose (quant/rounding.py)
     recurrent: dict[str, int] = field(default_factory=dict)  # recurrent weight tensor -> bits (quant/recurrent.py)
     overflowing: dict[str, RangeChoice] = field(default_factory=dict)  # 16-bit pair overflows (quant/saturation.py)
@@ -131,14 +133,15 @@ def prepare(
     reduced_layers: Collection[str] = (),
     rewrite: Sequence[str] = (),
     split_hardswish: bool = False,
+    slices_keep_grid: bool = False,
     recurrent_bits: int | None = None,
 ) -> tuple[fx.GraphModule, QuantPlan]:
     """A fake-quantized copy of `model`. `bits` maps each weight layer to quantize to its weight
     bit-width; other layers stay float. `reduced_range`: every 8-bit layer's weights in -63..63;
     `reduced_layers`: only these (quant/saturation.py chooses them). `rewrite`: attention modules to
     decompose first (what a file recorded; `quant.attention.traceable` chooses them for a new model).
-    Quantizers start in mode "off" (calibrate them next). `split_hardswish`: see the module docstring (a
-    file records it).
+    Quantizers start in mode "off" (calibrate them next). `split_hardswish`, `slices_keep_grid`: see the module
+    docstring (a file records them).
     `recurrent_bits`: GRU/LSTM/RNN weight matrices stored as integer codes, computed in float (quant/recurrent.py)."""
     baked, masks, codebooks = _bake(model)
     if rewrite:
@@ -149,7 +152,7 @@ def prepare(
         plan.split_hardswish = _split_hardswish(gm)
     quantized_layers = _plan_layers(gm, bits, group_size, reduced_range, set(reduced_layers), plan)
     reduced = quantized_layers if reduced_range else set(reduced_layers)
-    _insert_quantizers(gm, quantized_layers, plan, learn_scales)
+    _insert_quantizers(gm, quantized_layers, plan, learn_scales, slices_keep_grid)
     shared_layers = _attach_weight_quantizers(gm, quantized_layers, bits, masks, codebooks, group_size, reduced)
     for row in plan.layers:
         if row.name in shared_layers:
@@ -185,7 +188,9 @@ def _split_hardswish(gm: fx.GraphModule) -> int:
     return count
 
 
-def _insert_quantizers(gm: fx.GraphModule, quantized_layers: set[str], plan: QuantPlan, learn_scales: bool) -> None:
+def _insert_quantizers(
+    gm: fx.GraphModule, quantized_layers: set[str], plan: QuantPlan, learn_scales: bool, slices_keep_grid: bool
+) -> None:
     """Activation quantizers where the module docstring says, recorded in `plan.activations`."""
     graph = gm.graph
     quantizer_of: dict[fx.Node, str] = {}
@@ -220,10 +225,14 @@ def _insert_quantizers(gm: fx.GraphModule, quantized_layers: set[str], plan: Qua
                 if arg not in quantizer_of:
                     quantize_after(arg, new_quantizer(arg))
             quantize_after(fused_tail(gm, node), new_quantizer())  # add + ReLU: one QLinearAdd, no float ReLU
-        elif passes_through(gm, node) and inputs and inputs[0] in quantizer_of:
+        elif inputs and inputs[0] in quantizer_of:
+            sliced = slices_keep_grid and is_function(node, SLICES)
+            if not (sliced or passes_through(gm, node)):
+                continue
             if node.users and all(u in quantizer_of for u in node.users):
                 continue  # already followed by a quantizer (a fused activation)
             quantize_after(node, quantizer_of[inputs[0]])
+            plan.sliced += sliced
     graph.lint()
     gm.recompile()
 

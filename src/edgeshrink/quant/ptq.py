@@ -39,6 +39,7 @@ class PTQSettings:
     calibration_batches: int = 16
     bias_correction: bool = True
     split_hardswish: bool = True  # hardswish as x * hardsigmoid(x), the product on integer kernels
+    slices_keep_grid: bool = True  # a slice of a quantized tensor stays on its grid (LiteRT's STRIDED_SLICE)
     # gptq: codes chosen for the layer's output; gptq-float: for the float model's output (quant/rounding.py)
     rounding: Literal["nearest", "gptq", "gptq-float"] = "nearest"
     recurrent_weights: Literal["int8", "float"] = "int8"  # GRU/LSTM weights stored as codes (quant/recurrent.py)
@@ -55,6 +56,7 @@ def build_quantized(
         learn_scales=settings.learn_scales,
         reduced_range=settings.reduced_range,
         split_hardswish=settings.split_hardswish,
+        slices_keep_grid=settings.slices_keep_grid,
         recurrent_bits=RECURRENT_BITS if settings.recurrent_weights == "int8" else None,
     )
     calibrate(

@@ -82,6 +82,11 @@ LOAD_FAILURES = {
         "output is on another grid (edgeshrink's quantize stage puts it there; a model quantized elsewhere or by "
         "an earlier edgeshrink may not be): quantize it again, or export it to ONNX"
     ),
+    "(FULLY_CONNECTED) failed to prepare": (
+        "litert-torch wrote a matrix product whose input does not fit its weights (it does so for some scaled "
+        "batched matmuls of transposed tensors, with or without its layout pass): write that product with "
+        "torch.einsum, which converts, or export to ONNX"
+    ),
 }
 
 

@@ -287,6 +287,7 @@ def quantize(artifact: Artifact, cfg: QuantizeConfig, ctx: StageContext) -> Arti
         per_tensor=per_tensor_layers(quantized),
         rewritten=rewritten,
         split_hardswish=plan.split_hardswish > 0,
+        sliced=plan.sliced > 0,
         recurrent=plan.recurrent,
     )
     return artifact.with_record(record, model=quantized, quantization=quantization)
