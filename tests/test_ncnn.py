@@ -41,7 +41,7 @@ def _run_files(param, weights, x: torch.Tensor) -> np.ndarray:
     out = []
     for example in x.numpy():
         extractor = net.create_extractor()
-        extractor.input("in0", ncnn.Mat(np.ascontiguousarray(example)))
+        extractor.input("in0", ncnn.Mat(np.ascontiguousarray(example)).clone())  # ncnn's own memory: see below
         out.append(np.array(extractor.extract("out0")[1]))
     return np.stack(out)
 
@@ -95,6 +95,30 @@ def test_activations_of_mobile_blocks_convert(tmp_path):
     with torch.no_grad():
         expected = model(x).numpy()
     assert np.abs(_run_files(tmp_path / "b.ncnn.param", tmp_path / "b.ncnn.bin", x) - expected).max() < 1e-4
+
+
+class Normalized(nn.Module):
+    """The input normalised by buffers first: ncnn runs `x - mean` in place on the input blob."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(0.1))
+        self.register_buffer("std", torch.tensor(0.3))
+        self.conv, self.fc = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv((x - self.mean) / self.std)).mean((2, 3)))
+
+
+def test_a_first_layer_working_in_place_runs(tmp_path):
+    """A BinaryOp with a scalar works in place; on a Mat over numpy's memory it crashed the whole process
+    (segmentation fault), so the input is copied into ncnn's own Mat. Oracle: PyTorch's outputs."""
+    torch.manual_seed(0)
+    model, x = Normalized().eval(), torch.randn(16, 1, 8, 8)
+    edgeshrink.export(model, tmp_path / "n.ncnn.param", format="ncnn", verify_data=[x], precision="fp32")
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(_run_files(tmp_path / "n.ncnn.param", tmp_path / "n.ncnn.bin", x) - expected).max() < 1e-4
 
 
 def test_a_float16_model_exports_its_weights(trained, tmp_path):

@@ -48,7 +48,7 @@ def check_written(
     if batch is not None:
         # the same memory layout on both sides: a channels-last model runs other (equally exact) kernels
         reference = copy.deepcopy(artifact.model).to(memory_format=torch.contiguous_format).eval()
-        with torch.no_grad(), _no_grad_flags(loaded.model, reference):
+        with torch.no_grad(), requires_grad_off(loaded.model, reference):
             same = torch.equal(loaded.model(batch.contiguous()), reference(batch.contiguous()))
         if not same:
             raise FormatError(
@@ -58,7 +58,7 @@ def check_written(
 
 
 @contextlib.contextmanager
-def _no_grad_flags(*models: nn.Module) -> Iterator[None]:
+def requires_grad_off(*models: nn.Module) -> Iterator[None]:
     """Every parameter's requires_grad off, restored after. A weight that requires grad changes how torch.matmul
     folds a 3-D input (another order of summation, 1e-7 apart), even under no_grad: a masked or shared weight is
     computed by its parametrization and does not, the same weight loaded as a plain parameter does."""

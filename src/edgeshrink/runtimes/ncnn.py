@@ -64,7 +64,9 @@ class NcnnSession:
     def run_one(self, x: np.ndarray) -> np.ndarray:
         """One example, without its batch dimension."""
         extractor = self.net.create_extractor()
-        extractor.input(INPUT, self._mat(np.ascontiguousarray(x, dtype=np.float32)))
+        # a Mat over numpy's memory, cloned: a first layer that works in place (x - mean, a BinaryOp with a
+        # scalar) on the external buffer crashed the process (segmentation fault, ncnn 1.0.20261020)
+        extractor.input(INPUT, self._mat(np.ascontiguousarray(x, dtype=np.float32)).clone())
         status, out = extractor.extract(OUTPUT)
         if status != 0:
             raise RuntimeLoadError(f"ncnn failed to run the network (extract returned {status})")
