@@ -110,6 +110,34 @@ def test_a_package_that_decodes_differently_is_not_written(compressed, tmp_path,
     assert not (tmp_path / "x.mlpackage").exists()
 
 
+class Tied(nn.Module):
+    """One shared-weight conv applied twice (weight tying): two MIL ops read one constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.b(torch.relu(self.b(torch.relu(self.a(x))))))
+        return self.fc(h.mean((2, 3)))
+
+
+def test_a_layer_applied_twice_is_compressed_in_both_places(tmp_path):
+    """coremltools refused (a raw ValueError) a palette on one of two ops that read the same constant; both get it,
+    into a folder that does not exist yet, and each op's weight decodes to the layer's. Oracle: the package as
+    written, read back."""
+    torch.manual_seed(0)
+    model, x = Tied().eval(), torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        model.b.weight.copy_(torch.tensor([-0.2, -0.05, 0.05, 0.2])[torch.randint(0, 4, model.b.weight.shape)])
+    result = edgeshrink.export(model, tmp_path / "new" / "t.mlpackage", format="coreml", verify_data=[x])
+    readers = [w for w in _stored(result.path).values() if w.dense.shape == model.b.weight.shape]
+    assert len(readers) == 2
+    for stored in readers:
+        assert stored.representation == "palette" and stored.palette.size <= 4
+        assert np.array_equal(stored.dense, model.b.weight.detach().numpy())
+
+
 def test_an_int8_model_is_refused(compressed, tmp_path):
     model, x = compressed
     q, _ = post_training_quantize(model, [(x, None)], 8, PTQSettings(calibration="percentile"))

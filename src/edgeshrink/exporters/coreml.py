@@ -80,17 +80,20 @@ def _convert(model: nn.Module, example: torch.Tensor, precision: str):
         raise ExportError(f"coremltools could not convert the model: {' '.join(str(exc).split())[-300:]}") from None
 
 
-def _consumers(mlmodel, weights: dict[str, np.ndarray]) -> dict[str, str]:
-    """layer -> the name of the MIL conv / linear op whose weight equals that layer's."""
-    found = {}
+def _consumers(mlmodel, weights: dict[str, np.ndarray]) -> dict[str, list[str]]:
+    """layer -> the names of the MIL conv / linear ops whose weight equals that layer's (a layer applied twice,
+    its weight tied, is two ops over one constant: coremltools wants the same compression config on both)."""
+    found: dict[str, list[str]] = {}
     ops = [op for op in mlmodel._mil_program.functions["main"].operations if op.op_type in WEIGHT_OPS]
     for layer, weight in weights.items():
-        for op in ops:
-            value = op.inputs["weight"].val
-            if value is not None and value.shape == weight.shape and np.array_equal(value, weight):
-                found[layer] = op.name
-                break
-        else:
+        found[layer] = [
+            op.name
+            for op in ops
+            if (value := op.inputs["weight"].val) is not None
+            and value.shape == weight.shape
+            and np.array_equal(value, weight)
+        ]
+        if not found[layer]:
             raise ExportError(f"Core ML export: no op of the converted program holds {layer}'s weight; nothing written")
     return found
 
@@ -122,10 +125,15 @@ def _compress(mlmodel, plan: dict[str, str]):
         unique = OpPalettizerConfig(mode="unique", weight_threshold=0)  # the palette is the layer's own values
         nonzero = OpPalettizerConfig(mode="custom", lut_function=_nonzero_palette, weight_threshold=0)
         palette = {op: nonzero if "sparse" in how else unique for op, how in plan.items() if "palette" in how}
-        if sparse:
-            mlmodel = prune_weights(mlmodel, OptimizationConfig(op_name_configs=sparse))
-        if palette:
-            mlmodel = palettize_weights(mlmodel, OptimizationConfig(op_name_configs=palette), joint_compression=True)
+        try:
+            if sparse:
+                mlmodel = prune_weights(mlmodel, OptimizationConfig(op_name_configs=sparse))
+            if palette:
+                config = OptimizationConfig(op_name_configs=palette)
+                mlmodel = palettize_weights(mlmodel, config, joint_compression=True)
+        except (ValueError, RuntimeError) as exc:  # coremltools' own checks: a reason, not a traceback
+            reason = " ".join(str(exc).split())[:200]
+            raise ExportError(f"coremltools could not compress the weights: {reason}; nothing written") from None
     return mlmodel
 
 
@@ -182,7 +190,8 @@ class CoreMLExporter(Exporter):
         mlmodel = _convert(plain, as_input(example[:1]), precision)
         consumers = _consumers(mlmodel, weights)
         plan = {layer: plan_weight(w, dtype().itemsize) for layer, w in weights.items()}
-        mlmodel = _compress(mlmodel, {consumers[layer]: how for layer, how in plan.items() if how != "plain"})
+        ops = {op: how for layer, how in plan.items() if how != "plain" for op in consumers[layer]}
+        mlmodel = _compress(mlmodel, ops)
         data = _zipped(mlmodel)
         expected = {layer: (consumers[layer], plan[layer], w) for layer, w in weights.items()}
         return Built(
@@ -203,6 +212,7 @@ class CoreMLExporter(Exporter):
 
     def write(self, built: Built, path: Path, result: ExportResult, options: dict[str, Any]) -> list[Path]:
         target = path if path.suffix == ".mlpackage" else path.with_suffix(".mlpackage")
+        target.parent.mkdir(parents=True, exist_ok=True)  # as every other format's atomic_write does
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             staged = unpack(built.data, Path(tmp))
             if target.exists():

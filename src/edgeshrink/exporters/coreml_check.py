@@ -84,30 +84,36 @@ def unpack(data: bytes, folder: Path) -> Path:
     return packages[0]
 
 
-def check_package(data: bytes, expected: dict[str, tuple[str, str, np.ndarray]]) -> dict:
-    """ExportError unless the package stores, for each layer, `expected[layer]` = (the MIL op reading it, the
-    planned representation, the weight as the package's precision holds it); returns what was checked."""
+def check_package(data: bytes, expected: dict[str, tuple[list[str], str, np.ndarray]]) -> dict:
+    """ExportError unless the package stores, for each layer, `expected[layer]` = (the MIL ops reading it: two or
+    more for a layer applied twice, the planned representation, the weight as the package's precision holds it);
+    returns what was checked."""
     with tempfile.TemporaryDirectory() as tmp:
         stored = {w.consumer: w for w in read_package(unpack(data, Path(tmp)))}
-    if len(stored) != len(expected):
+    readers = sum(len(ops) for ops, _, _ in expected.values())
+    if len(stored) != readers:
         raise ExportError(
-            f"Core ML package holds {len(stored)} conv / linear weights, the model {len(expected)}: nothing written"
+            f"Core ML package holds {len(stored)} conv / linear weights, the model {readers}: nothing written"
         )
     layers = []
-    for layer, (op, planned, weight) in expected.items():
-        _require(op in stored, layer, f"no op {op} reads it in the package")
-        got = stored[op]
-        _require(got.dense.shape == weight.shape, layer, f"shape {list(got.dense.shape)} != {list(weight.shape)}")
-        _require(np.array_equal(got.dense.astype(np.float32), weight.astype(np.float32)), layer, "decodes differently")
-        _require(got.representation == planned, layer, f"stored as {got.representation}, planned {planned}")
-        if got.palette is not None:
-            distinct = np.unique(weight[weight != 0] if got.mask is not None else weight)
-            in_palette = np.isin(distinct.astype(np.float32), got.palette.astype(np.float32))
-            _require(bool(in_palette.all()), layer, "palette misses some of the layer's values")
-        if got.mask is not None:
-            _require(np.array_equal(got.mask != 0, weight != 0), layer, "sparse mask differs from its nonzeros")
-        layers.append({"layer": layer, "op": op, "stored_as": got.representation})
+    for layer, (ops, planned, weight) in expected.items():
+        for op in ops:
+            _require(op in stored, layer, f"no op {op} reads it in the package")
+            _check_weight(layer, stored[op], planned, weight)
+        layers.append({"layer": layer, "op": ops[0], "stored_as": stored[ops[0]].representation})
     return {"layers": layers, "weights_checked": len(layers)}
+
+
+def _check_weight(layer: str, got: StoredWeight, planned: str, weight: np.ndarray) -> None:
+    _require(got.dense.shape == weight.shape, layer, f"shape {list(got.dense.shape)} != {list(weight.shape)}")
+    _require(np.array_equal(got.dense.astype(np.float32), weight.astype(np.float32)), layer, "decodes differently")
+    _require(got.representation == planned, layer, f"stored as {got.representation}, planned {planned}")
+    if got.palette is not None:
+        distinct = np.unique(weight[weight != 0] if got.mask is not None else weight)
+        in_palette = np.isin(distinct.astype(np.float32), got.palette.astype(np.float32))
+        _require(bool(in_palette.all()), layer, "palette misses some of the layer's values")
+    if got.mask is not None:
+        _require(np.array_equal(got.mask != 0, weight != 0), layer, "sparse mask differs from its nonzeros")
 
 
 def _require(ok: bool, layer: str, what: str) -> None:
