@@ -43,11 +43,12 @@ FILES = {"onnx": "model.onnx", "tflite": "model.tflite", "tflm": "model.tflm.tfl
 FILES.update(coreml="model.mlpackage", ncnn="model.param")
 
 
-def _exports(art, out: Path, x: torch.Tensor, formats: list[str]) -> dict:
+def _exports(art, out: Path, x: torch.Tensor, formats: list[str], calibration: torch.Tensor) -> dict:
+    """Each format's outcome; `calibration` (training inputs) for the formats that quantize a float model."""
     found = {}
     for fmt in formats:
         try:
-            exported = edgeshrink.export(art, out / FILES[fmt], format=fmt, verify_data=[x])
+            exported = edgeshrink.export(art, out / FILES[fmt], format=fmt, verify_data=[x], calibration=[calibration])
             parity = exported.parity or {}  # Core ML: checked structurally, no runtime here
             found[fmt] = {"top1_agreement": parity.get("top1_agreement"), "notes": exported.notes}
             found[fmt]["max_diff_steps"] = parity.get("max_diff_steps")  # integer files: output steps off PyTorch
@@ -76,7 +77,8 @@ def run_case(name: str, build, model, init, recipe: str, digits, out: Path, form
         step = "export"
         budget = result.report["budget"]
         row = {"outcome": "completed", "budget_met": budget["met"], "baseline": budget["baseline"]}
-        row.update(final=budget["final"], reloads_exactly=same, exports=_exports(art, out, x, formats))
+        exports = _exports(art, out, x, formats, digits.train.inputs[:256])
+        row.update(final=budget["final"], reloads_exactly=same, exports=exports)
     except edgeshrink.EdgeshrinkError as exc:
         row = {"outcome": "refused", "step": step, "message": str(exc)}
     except Exception as exc:  # noqa: BLE001 - what the sweep looks for
