@@ -77,6 +77,16 @@ def test_pruned_weights_are_stored_dense_and_said_so(trained, tmp_path):
     assert any("stored dense" in n for n in sparse.notes)
 
 
+def _fp32_file_error(model: nn.Module, tmp_path) -> float:
+    """Largest |ncnn - PyTorch| over 16 random inputs, the fp32 pair read back through ncnn's own loader."""
+    torch.manual_seed(0)
+    model, x = model.eval(), torch.randn(16, 1, 8, 8)
+    edgeshrink.export(model, tmp_path / "m.ncnn.param", format="ncnn", verify_data=[x], precision="fp32")
+    with torch.no_grad():
+        expected = model(x).numpy()
+    return float(np.abs(_run_files(tmp_path / "m.ncnn.param", tmp_path / "m.ncnn.bin", x) - expected).max())
+
+
 def test_activations_of_mobile_blocks_convert(tmp_path):
     class Block(nn.Module):
         def __init__(self):
@@ -89,12 +99,7 @@ def test_activations_of_mobile_blocks_convert(tmp_path):
             h = h * F.hardsigmoid(h.mean((2, 3), keepdim=True))
             return self.fc(h.mean((2, 3)))
 
-    torch.manual_seed(0)
-    model, x = Block().eval(), torch.randn(16, 1, 8, 8)
-    edgeshrink.export(model, tmp_path / "b.ncnn.param", format="ncnn", verify_data=[x], precision="fp32")
-    with torch.no_grad():
-        expected = model(x).numpy()
-    assert np.abs(_run_files(tmp_path / "b.ncnn.param", tmp_path / "b.ncnn.bin", x) - expected).max() < 1e-4
+    assert _fp32_file_error(Block(), tmp_path) < 1e-4
 
 
 class Normalized(nn.Module):
@@ -113,12 +118,7 @@ class Normalized(nn.Module):
 def test_a_first_layer_working_in_place_runs(tmp_path):
     """A BinaryOp with a scalar works in place; on a Mat over numpy's memory it crashed the whole process
     (segmentation fault), so the input is copied into ncnn's own Mat. Oracle: PyTorch's outputs."""
-    torch.manual_seed(0)
-    model, x = Normalized().eval(), torch.randn(16, 1, 8, 8)
-    edgeshrink.export(model, tmp_path / "n.ncnn.param", format="ncnn", verify_data=[x], precision="fp32")
-    with torch.no_grad():
-        expected = model(x).numpy()
-    assert np.abs(_run_files(tmp_path / "n.ncnn.param", tmp_path / "n.ncnn.bin", x) - expected).max() < 1e-4
+    assert _fp32_file_error(Normalized(), tmp_path) < 1e-4
 
 
 def test_a_float16_model_exports_its_weights(trained, tmp_path):

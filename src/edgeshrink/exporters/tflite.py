@@ -163,10 +163,7 @@ class TFLiteExporter(Exporter):
             return result
         before = f"{result['max_abs_diff']:.4g} off PyTorch" if result else f"refused ({failed})"
         built.data, built.io = other.data, io_details(make_interpreter(other.data, 1))
-        built.notes.append(
-            f"converted without litert-torch's channels-last layout pass, {WITHOUT_LAYOUT}: with it the file was "
-            f"{before}, without it {alternative['max_abs_diff']:.4g} off"
-        )
+        built.notes.append(_without_layout_note(f"{before}, without it {alternative['max_abs_diff']:.4g} off"))
         return alternative
 
     def runner(self, data: bytes, threads: int) -> Runner:
@@ -190,11 +187,14 @@ def _loaded_io(made: TFLiteFile) -> dict:
     except (ExportError, RuntimeLoadError):
         raise failed from None
     made.data, made.without_layout = data, None
-    made.notes.append(
-        f"converted without litert-torch's channels-last layout pass, {WITHOUT_LAYOUT}: with it LiteRT could not "
-        f"load the file ({str(failed)[:200]})"
-    )
+    made.notes.append(_without_layout_note(f"not loadable by LiteRT ({str(failed)[:200]})"))
     return io
+
+
+def _without_layout_note(with_it: str) -> str:
+    return (
+        f"converted without litert-torch's channels-last layout pass, {WITHOUT_LAYOUT}: with it the file was {with_it}"
+    )
 
 
 def _returned(result: dict | None, failed: ExportError | None) -> dict:

@@ -50,7 +50,11 @@ PRODUCT_METHODS = ("mul",)
 # a softmax's output gets the grid LiteRT's int8 SOFTMAX writes: [0, 1) in steps of 1/256 (zero point -128 as
 # int8). A grid calibrated to the outputs seen (0..0.3 over 64 positions) is finer, but the file cannot load.
 SOFTMAX_RANGE = (0.0, 255 / 256)
-SOFTMAX = ((nn.Softmax, nn.Softmax2d), (F.softmax, torch.softmax), ("softmax",))
+SOFTMAX_MODULES, SOFTMAX_FUNCTIONS, SOFTMAX_METHODS = (
+    (nn.Softmax, nn.Softmax2d),
+    (F.softmax, torch.softmax),
+    ("softmax",),
+)
 LAYOUT_METHODS = ("view", "view_as", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze")
 LAYOUT_FUNCTIONS = (torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze)
 
@@ -59,7 +63,7 @@ def fixed_range(gm: fx.GraphModule, node: fx.Node) -> tuple[float, float] | None
     """The range a quantizer after `node` must have whatever calibration sees (a softmax's output, through
     reshapes), or None."""
     for _ in range(8):
-        if is_module(gm, node, SOFTMAX[0]) or is_function(node, SOFTMAX[1], SOFTMAX[2]):
+        if is_module(gm, node, SOFTMAX_MODULES) or is_function(node, SOFTMAX_FUNCTIONS, SOFTMAX_METHODS):
             return SOFTMAX_RANGE
         if not is_function(node, LAYOUT_FUNCTIONS, LAYOUT_METHODS) or not isinstance(node.args[0], fx.Node):
             return None
