@@ -14,7 +14,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "edgeshrink"
 # Lowest first. A top-level module or sub-package of edgeshrink belongs to exactly one layer.
 LAYERS = [
     {"errors", "files", "hardware", "config", "environment"},
-    {"encode", "weights", "scope", "models", "checkpoints", "runtimes", "train", "augment", "mac_count"},
+    {
+        "encode",
+        "weights",
+        "scope",
+        "models",
+        "checkpoints",
+        "runtimes",
+        "train",
+        "augment",
+        "mac_count",
+        "example_inputs",
+        "reparametrizations",
+    },
     {"architecture", "quant", "artifact", "distillation"},
     {"stages", "io"},
     {"recipes", "measure", "tasks"},

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from edgeshrink.errors import ArchitectureMismatchError, ConfigError, FormatError, UnsupportedLayerError
+from edgeshrink.example_inputs import InputShape, zero_input
+from edgeshrink.reparametrizations import fold_reparametrizations
 
 
 class ChannelEdit(BaseModel):
@@ -41,7 +43,16 @@ class ChannelEdit(BaseModel):
 class ChannelEdits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     input_shape: list[int]
+    input_dtype: str | None = None  # an input that is not floating point: "int64" for token ids
     edits: list[ChannelEdit] = []
+
+
+def recorded_shape(channels: ChannelEdits) -> InputShape:
+    """The input shape (and dtype) channel edits were recorded with."""
+    dtype = getattr(torch, channels.input_dtype, None) if channels.input_dtype else None
+    if channels.input_dtype and not isinstance(dtype, torch.dtype):
+        raise FormatError(f"channel edits record input dtype {channels.input_dtype!r}, which is not a torch dtype")
+    return InputShape(channels.input_shape, dtype)
 
 
 class Arch(BaseModel):
@@ -87,21 +98,24 @@ class Arch(BaseModel):
                 "use the same example input for every channels stage"
             )
         before = list(self.channels.edits) if self.channels else []
-        return self.model_copy(update={"channels": ChannelEdits(input_shape=shape, edits=before + list(edits))})
+        dtype = getattr(input_shape, "dtype_name", None)
+        channels = ChannelEdits(input_shape=shape, input_dtype=dtype, edits=before + list(edits))
+        return self.model_copy(update={"channels": channels})
 
 
 FIXED_WIDTH_LAYERS = (nn.MultiheadAttention, nn.RNNBase)  # widths tied to heads and gates torch-pruning mis-maps
 
 
 def dependency_graph(model: nn.Module, input_shape: Sequence[int]) -> Any:
-    """torch-pruning's DependencyGraph of `model`, traced with one zero input (training mode restored).
+    """torch-pruning's DependencyGraph of `model`, traced with one zero input (`zero_input`; training mode
+    restored).
 
     Raises UnsupportedLayerError, not torch-pruning's internal traceback, when it cannot trace the model
     (it fails inside its own concatenation mapping on a bidirectional or multi-layer LSTM, for one)."""
     import torch_pruning as tp
 
     was_training = model.training
-    example = torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype)
+    example = zero_input(model, input_shape)
     try:
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     except Exception as exc:  # noqa: BLE001 - any failure inside the tracer means the same to the user
@@ -171,7 +185,7 @@ def replay_channel_edits(model: nn.Module, channels: ChannelEdits, skip: int = 0
                 f"channel edits name layer {e.layer!r}, which this model does not have; "
                 "rebuild from the architecture the edits were recorded on"
             )
-    graph = dependency_graph(model, channels.input_shape)
+    graph = dependency_graph(model, recorded_shape(channels))
     try:
         graph.load_pruning_history([[e.layer, e.dim == "out", list(e.removed)] for e in edits])
     except (IndexError, RuntimeError) as exc:
@@ -195,7 +209,8 @@ def build_architecture(
 
     `model`: a fresh instance of the original architecture (required for models outside the zoo); without
     it the zoo model `arch.model` is created with `arch.model_kwargs`. When `model` already has the
-    stored tensors' `shapes` (it is the pruned architecture itself), no edit is replayed.
+    stored tensors' `shapes` (it is the pruned architecture itself), no edit is replayed. A passed model's
+    weight_norm and the like are folded first, as `compress` folded them before storing the plain tensors.
     """
     if model is None:
         if arch.model is None:
@@ -206,6 +221,8 @@ def build_architecture(
 
         shape = tuple(arch.input_shape) if arch.input_shape else None
         model = create_model(arch.model, input_shape=shape, **arch.model_kwargs)
+    else:
+        fold_reparametrizations(model)  # compress stored the plain tensors weight_norm and the like computed
     if arch.channels is not None and not (shapes is not None and fits_state(model, shapes)):
         replay_channel_edits(model, arch.channels)
     return model

@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from edgeshrink.architecture import Arch
+from edgeshrink.architecture import Arch, InputShape, recorded_shape
 from edgeshrink.errors import ConfigError
 
 Precision = Literal["float32", "float16"]
@@ -102,9 +102,9 @@ class Artifact:
     def input_shape(self) -> tuple[int, ...] | None:
         """One example's shape without the batch dimension, when known."""
         if self.example_input is not None:
-            return tuple(self.example_input.shape[1:])
+            return InputShape.of(self.example_input)
         if self.arch.channels is not None:
-            return tuple(self.arch.channels.input_shape)
+            return recorded_shape(self.arch.channels)
         if self.arch.input_shape:
             return tuple(self.arch.input_shape)
         if self.arch.model:

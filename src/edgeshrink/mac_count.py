@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from edgeshrink.example_inputs import zero_input
+
 Shape = Sequence[int]
 CONV = {"conv1d", "conv2d", "conv3d", "convolution", "_convolution"}
 CONV_TRANSPOSED = {"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
@@ -91,16 +93,15 @@ class _Counter(TorchDispatchMode):
 
 
 def count_macs(model: nn.Module, input_shape: Shape, batch_size: int = 1) -> int:
-    """Dense MACs of one forward pass on a zero input of `input_shape` (without the batch dimension)."""
+    """Dense MACs of one forward pass on a zero input of `input_shape` (without the batch dimension; an
+    `InputShape` that records integer token ids gives zero ids)."""
     was_training = model.training
     model.eval()
-    param = next(model.parameters(), None)
-    dtype = param.dtype if param is not None else torch.float32
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # fused attention kernels would hide their matmuls
     try:
         with torch.no_grad(), _Counter() as counter:
-            model(torch.zeros(batch_size, *input_shape, dtype=dtype))
+            model(zero_input(model, input_shape, batch_size))
     finally:
         model.train(was_training)
         torch.backends.mha.set_fastpath_enabled(fastpath)

@@ -141,10 +141,16 @@ def _register(module: nn.Module, name: str, parametrization: nn.Module, unsafe: 
     parametrized first gets a class of its own, with the same base and properties: removing the
     parametrizations later still restores the plain module class."""
     if parametrize.is_parametrized(module) and not parametrize.is_parametrized(module, name):
-        cls = type(module)
-        namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
-        module.__class__ = type(cls.__name__, cls.__bases__, namespace)
+        own_class(module)
     parametrize.register_parametrization(module, name, parametrization, unsafe=unsafe)
+
+
+def own_class(module: nn.Module) -> None:
+    """Give a parametrized module a generated class of its own (same name, base and properties), so adding
+    or removing a parametrization changes it alone, not the deep copies that share its class."""
+    cls = type(module)
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, namespace)
 
 
 def top_magnitude_mask(magnitude: torch.Tensor, keep: int) -> torch.Tensor:

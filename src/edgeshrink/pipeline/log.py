@@ -16,7 +16,10 @@ FIXED_WHAT = "container serialised with fixed-width codes (measured bytes)"
 class RunLog:
     """Records the baseline at construction and each stage with `after_stage`."""
 
-    def __init__(self, artifact: Artifact, encode: EncodeConfig, accuracy: float | None, progress: Progress) -> None:
+    def __init__(
+        self, artifact: Artifact, encode: EncodeConfig, accuracy: float | None, progress: Progress, folded: list[str]
+    ) -> None:
+        """`folded`: the notes of the input model's reparametrizations folded into plain tensors (weight_norm)."""
         self.fixed = encode.model_copy(update={"coding": "fixed"})
         self.progress = progress
         model = artifact.model
@@ -25,6 +28,9 @@ class RunLog:
             **parameter_counts(model),
             "dense_bytes": to_bytes(artifact, self.fixed, probe=False).dense_bytes,
         }
+        if folded:
+            self.baseline["reparametrizations_folded"] = folded
+            progress.line(f"folded {len(folded)} training reparametrization(s): {folded[0]}")
         self.histograms = WeightHistograms(model)
         self.histograms.add("baseline", model)
         self.stages: list[dict] = []

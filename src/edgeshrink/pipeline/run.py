@@ -27,6 +27,7 @@ from edgeshrink.pipeline.context import frozen_teacher, make_context
 from edgeshrink.pipeline.log import RunLog
 from edgeshrink.pipeline.verify import check_written
 from edgeshrink.recipes import Recipe, load_recipe
+from edgeshrink.reparametrizations import folded_copy
 from edgeshrink.report.layers import to_markdown
 from edgeshrink.report.run import run_report
 from edgeshrink.scope import select_layers
@@ -137,6 +138,7 @@ def compress(
     loss, val accuracy); an exception it raises stops the run with nothing written.
     """
     recipe = load_recipe(recipe)
+    model, rewind_weights, folded = folded_copy(model, rewind_weights)  # weight_norm: plain weights
     check_recipe(recipe, model, rewind_weights)
     bar = Progress(progress)
     seed_everything(seed)
@@ -158,7 +160,7 @@ def compress(
         copy.deepcopy(model).eval(), arch, example_input=ctx.example_input, meta={"recipe": recipe.name, "seed": seed}
     )
     accuracy = baseline_accuracy if baseline_accuracy is not None else ctx.accuracy(artifact.model)
-    log = RunLog(artifact, recipe.encode, accuracy, bar)
+    log = RunLog(artifact, recipe.encode, accuracy, bar, folded)
     artifact = _run_stages(artifact, recipe, ctx, log, strict)
     batch = ctx.example_input if val_loader is None else next(iter(val_loader))[0]
     return _write_run(artifact, recipe, ctx, log, model, arch.edit_count, Path(out), batch)

@@ -23,6 +23,7 @@ from torch import nn
 
 from edgeshrink.architecture import FIXED_WIDTH_LAYERS, coupled_group, dependency_graph, untraceable
 from edgeshrink.errors import ConfigError, UnsupportedLayerError
+from edgeshrink.example_inputs import zero_input
 from edgeshrink.mac_count import count_macs, layer_macs
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -47,7 +48,7 @@ def forward_with_hooks(model: nn.Module, input_shape: Sequence[int], modules: li
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(zero_input(model, input_shape))
     finally:
         for h in handles:
             h.remove()
@@ -282,7 +283,7 @@ class MacEstimator:
             self.layers[module] = self.layers.get(module, 0) + layer_macs(module, output)
 
         forward_with_hooks(model, input_shape, [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)], hook)
-        self.other = count_macs(model, tuple(input_shape)) - sum(self.layers.values())
+        self.other = count_macs(model, input_shape) - sum(self.layers.values())
 
     def __call__(self, groups: list[ChannelGroup], ratios, originals, round_to: int = 1) -> int:
         removed: dict[tuple[nn.Module, bool], int] = {}

@@ -27,6 +27,7 @@ from torch import nn
 from edgeshrink.architecture import dependency_graph, edits_from_history
 from edgeshrink.artifact import Artifact, StageRecord
 from edgeshrink.errors import ConfigError, ScopeError
+from edgeshrink.example_inputs import InputShape
 from edgeshrink.hardware import channel_block
 from edgeshrink.mac_count import count_macs
 from edgeshrink.scope import Scope, per_layer, select_layers
@@ -107,11 +108,12 @@ class ChannelsConfig(StageConfig):
 
 
 def _input_shape(artifact: Artifact, ctx: StageContext) -> tuple[int, ...]:
+    """The input's shape, with its dtype when not floating point (token ids), to trace the model with."""
     if ctx.example_input is not None:
-        return tuple(ctx.example_input.shape[1:])
+        return InputShape.of(ctx.example_input)
     first = ctx.batches(1) if ctx.batches is not None else []
     if first:
-        return tuple(first[0][0].shape[1:])
+        return InputShape.of(first[0][0])
     shape = artifact.input_shape
     if shape is None:
         raise ConfigError("channels needs an example input to trace the model: pass val_loader= or train_loader=")

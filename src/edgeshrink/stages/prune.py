@@ -33,6 +33,7 @@ from torch import nn
 
 from edgeshrink.artifact import Artifact, StageRecord
 from edgeshrink.errors import ConfigError
+from edgeshrink.example_inputs import InputShape
 from edgeshrink.scope import Scope, per_layer, select_layers
 from edgeshrink.stages.base import SpaceContext, StageConfig, StageContext, Suggest, register_stage, suggest_finetune
 from edgeshrink.stages.prune_dead import Readers, find_readers, respend, unread_note, verified
@@ -222,14 +223,24 @@ def _back_off(kept, bounds, cfg, amount, std0, ctx: StageContext, reference: flo
     return kept, history
 
 
+def _probe_inputs(ctx: StageContext) -> torch.Tensor:
+    """Eight inputs to check dead units on: random ones for a floating-point input; for integer inputs (token
+    ids, where a random value need not be a valid id) the first training inputs."""
+    example = ctx.example_input
+    if example.dtype.is_floating_point:
+        return torch.randn((8, *example.shape[1:]), generator=torch.Generator().manual_seed(0), dtype=example.dtype)
+    first = ctx.batches(1) if ctx.batches is not None else []
+    return first[0][0][:8] if first else example
+
+
 def _readers(model: nn.Module, layers, cfg: PruneConfig, ctx: StageContext, notes: list[str]) -> list[Readers]:
     """The unit groups whose dead units a round may respend (checked on a random probe batch)."""
     if cfg.dead_units != "respend":
         return []
     if ctx.example_input is None:
         raise ConfigError("prune: dead_units 'respend' traces the model and needs an example input")
-    shape = tuple(ctx.example_input.shape[1:])
-    probe = torch.randn((8, *shape), generator=torch.Generator().manual_seed(0), dtype=ctx.example_input.dtype)
+    shape = InputShape.of(ctx.example_input)
+    probe = _probe_inputs(ctx)
     try:
         found = find_readers(model, layers, shape)
     except Exception as exc:  # noqa: BLE001 - the pruning goes on, with every unit kept as it is
