@@ -36,6 +36,23 @@ class DistillConfig(Config):
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target loss; 1 - alpha on the labels")
 
 
+def require_class_labels(outputs: torch.Tensor, labels: torch.Tensor, where: str) -> None:
+    """ConfigError unless `labels` hold one integer class per output row (per pixel for (N, C, H, W) maps),
+    each below the output's class count: top-1 and cross-entropy on regression targets or embeddings would
+    give a number that means nothing (a float target of shape (N, 1) broadcasts against (N,) predictions)."""
+    classes = outputs.shape[1] if outputs.dim() > 1 else 0
+    bad = labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool
+    if not bad and tuple(labels.shape) == (outputs.shape[0], *outputs.shape[2:]) and classes:
+        if labels.numel() == 0 or (int(labels.min()) >= 0 and int(labels.max()) < classes):
+            return
+    raise ConfigError(
+        f"{where}: top-1 accuracy and cross-entropy need integer class labels in [0, {classes}), one per output "
+        f"row; got {str(labels.dtype).removeprefix('torch.')} labels of shape {tuple(labels.shape)} for outputs of "
+        f"shape {tuple(outputs.shape)}. For a model that is not a classifier (regression, embeddings) pass "
+        "eval_fn=<your metric, higher is better> and train_fn=<your training loop> instead of the loaders"
+    )
+
+
 def distillation_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
 ) -> torch.Tensor:
@@ -170,7 +187,9 @@ def evaluate(model: nn.Module, batches: Batches) -> float:
     cl = uses_conv2d(model)
     correct = total = 0
     for inputs, labels in batches:
-        correct += int((model(_prepare(inputs, cl)).argmax(1) == labels).sum())
+        outputs = model(_prepare(inputs, cl))
+        require_class_labels(outputs, labels, "evaluate")
+        correct += int((outputs.argmax(1) == labels).sum())
         total += int(labels.numel())
     model.train(was_training)
     return 100.0 * correct / max(1, total)
@@ -247,14 +266,18 @@ def _batch_loss(
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     def batch_loss(inputs: torch.Tensor, labels: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
-        if distill is not None:
-            if targets:
-                teacher_logits = targets[0]
-            else:
-                with torch.no_grad():
-                    teacher_logits = teacher(inputs)  # type: ignore[misc]
-            return distillation_loss(model(inputs), teacher_logits, labels, distill.temperature, distill.alpha)
-        return loss_fn(model, inputs, labels) if loss_fn else criterion(model(inputs), labels)
+        if loss_fn is not None and distill is None:
+            return loss_fn(model, inputs, labels)
+        outputs = model(inputs)
+        require_class_labels(outputs, labels, "training (cross-entropy)")
+        if distill is None:
+            return criterion(outputs, labels)
+        if targets:
+            teacher_logits = targets[0]
+        else:
+            with torch.no_grad():
+                teacher_logits = teacher(inputs)  # type: ignore[misc]
+        return distillation_loss(outputs, teacher_logits, labels, distill.temperature, distill.alpha)
 
     return batch_loss
 

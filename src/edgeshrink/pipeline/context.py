@@ -15,6 +15,10 @@ from edgeshrink.train import Progress, TrainConfig, evaluate, fit
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 RETRIES = 3  # halvings of the learning rate after a fine-tune diverges
+NO_DISTILL = (
+    "not applied: fine-tuned with your train_fn and its own loss (distillation from the uncompressed model "
+    "runs in the built-in loop, with train_loader=)"
+)
 
 
 def fit_backing_off(
@@ -64,14 +68,13 @@ def _finetuner(
     if train_fn is not None:
 
         def run_user(model: nn.Module, cfg: TrainConfig, label: str) -> list[dict]:
-            if cfg.distill is not None:
-                raise ConfigError(
-                    f"{label}: distill runs in the built-in training loop; pass train_loader= "
-                    "instead of train_fn=, or remove distill from the recipe"
-                )
+            record = {"epochs": cfg.epochs, "train_fn": getattr(train_fn, "__name__", "train_fn")}
+            if cfg.distill is not None:  # the user's loop has its own loss (a regression, an embedding)
+                record["distill"] = NO_DISTILL
+                progress.line(f"[{label}] {NO_DISTILL}")
             progress.line(f"[{label}] {cfg.epochs} epoch(s) with your train_fn")
             train_fn(model, cfg.epochs)
-            return [{"epochs": cfg.epochs, "train_fn": getattr(train_fn, "__name__", "train_fn")}]
+            return [record]
 
         return run_user
     if train_loader is not None:
