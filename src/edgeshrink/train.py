@@ -13,7 +13,7 @@ import random
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
 import numpy as np
@@ -34,6 +34,26 @@ class DistillConfig(Config):
 
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target loss; 1 - alpha on the labels")
+
+
+def require_batch(batch: object, where: str) -> None:
+    """ConfigError unless `batch` is an (inputs, labels[, targets]) pair with one input tensor: a dict batch
+    or a model with several inputs would otherwise fail deep inside a stage."""
+    if isinstance(batch, Mapping):
+        keys = ", ".join(map(str, list(batch)[:4]))
+        raise ConfigError(
+            f"{where}: a batch is a dict (keys {keys}); edgeshrink takes (inputs, labels) pairs: wrap the "
+            "loader, e.g. [(b['x'], b['y']) for b in loader]"
+        )
+    if not isinstance(batch, tuple | list) or len(batch) < 2:
+        raise ConfigError(f"{where}: a batch must be an (inputs, labels) pair; got {type(batch).__name__}")
+    if not isinstance(batch[0], torch.Tensor):
+        raise ConfigError(
+            f"{where}: a batch's inputs are a {type(batch[0]).__name__}, not one tensor; edgeshrink compresses "
+            "models that take one input tensor: wrap the model so it takes one (stack or concatenate the inputs)"
+        )
+    if not isinstance(batch[1], torch.Tensor):
+        raise ConfigError(f"{where}: a batch's labels are a {type(batch[1]).__name__}, not a tensor")
 
 
 def require_class_labels(outputs: torch.Tensor, labels: torch.Tensor, where: str) -> None:
@@ -186,7 +206,9 @@ def evaluate(model: nn.Module, batches: Batches) -> float:
     model.eval()
     cl = uses_conv2d(model)
     correct = total = 0
-    for inputs, labels in batches:
+    for batch in batches:
+        require_batch(batch, "evaluate")
+        inputs, labels = batch[0], batch[1]
         outputs = model(_prepare(inputs, cl))
         require_class_labels(outputs, labels, "evaluate")
         correct += int((outputs.argmax(1) == labels).sum())
@@ -231,7 +253,9 @@ def _epoch(
     model.train()
     running, seen = 0.0, 0
     with progress.bar(len(batches), desc) as bar:  # type: ignore[arg-type]
-        for inputs, labels, *targets in batches:
+        for batch in batches:
+            require_batch(batch, desc)
+            inputs, labels, *targets = batch
             inputs = _prepare(random_shift(inputs, shift) if shift and is_image_batch(inputs) else inputs, cl)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
@@ -270,6 +294,7 @@ def _batch_loss(
             return loss_fn(model, inputs, labels)
         outputs = model(inputs)
         require_class_labels(outputs, labels, "training (cross-entropy)")
+        labels = labels.long()  # cross-entropy takes int64 (or uint8) class indices, not int32
         if distill is None:
             return criterion(outputs, labels)
         if targets:

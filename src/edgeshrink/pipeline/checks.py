@@ -32,9 +32,28 @@ def _check_rewind(recipe: Recipe, rewind_weights: Mapping[str, torch.Tensor] | N
         raise ConfigError(f"rewind_weights were given but no stage of recipe {recipe.name!r} sets `rewind`")
 
 
+def _check_model(model: nn.Module) -> None:
+    """A TorchScript module or a model in another float precision is refused with what to pass instead."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ConfigError(
+            "compress takes an nn.Module, not a TorchScript module (torch.jit.script or trace): pass the module "
+            "it was made from"
+        )
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.is_floating_point()})
+    if any(d != "float32" for d in dtypes):
+        raise ConfigError(
+            f"compress takes a float32 model; its parameters are {', '.join(dtypes)}: pass model.float() and "
+            "float32 inputs (the fp16 recipe makes the float16 model)"
+        )
+    if not any(True for _ in model.parameters()):
+        raise ConfigError("the model has no parameters: there is nothing to compress")
+
+
 def check_recipe(recipe: Recipe, model: nn.Module, rewind_weights: Mapping[str, torch.Tensor] | None = None) -> None:
-    """ConfigError naming the stage and the fix, for a model with masks or codebooks attached, any selector
+    """ConfigError naming the stage and the fix, for a model that is not a float32 nn.Module, a model with
+    masks or codebooks attached, any selector
     that matches nothing, an order that cannot work, or a rewind without the weights to rewind to."""
+    _check_model(model)
     if has_parametrizations(model):
         raise ConfigError(
             "compress needs a plain trained model (no masks or codebooks attached); "

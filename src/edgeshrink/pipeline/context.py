@@ -11,7 +11,7 @@ from torch import nn
 
 from edgeshrink.errors import ConfigError, TrainingDivergedError
 from edgeshrink.stages.base import StageContext
-from edgeshrink.train import Progress, TrainConfig, evaluate, fit
+from edgeshrink.train import Progress, TrainConfig, evaluate, fit, require_batch
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 RETRIES = 3  # halvings of the learning rate after a fine-tune diverges
@@ -100,6 +100,34 @@ def _finetuner(
     return None
 
 
+def _require_reiterable(name: str, batches: Batches, needs_len: bool = False) -> None:
+    """ConfigError for a one-shot iterator (a generator: empty after the first pass) and, for the loader
+    fine-tuning runs on, one without a length (the schedule and progress count its batches)."""
+    if iter(batches) is batches:
+        raise ConfigError(
+            f"{name} is a one-shot iterator ({type(batches).__name__}), empty after one pass: pass a list of "
+            "(inputs, labels) batches or a torch DataLoader"
+        )
+    if needs_len:
+        try:
+            len(batches)  # type: ignore[arg-type]
+        except TypeError:
+            raise ConfigError(
+                f"{name} has no length ({type(batches).__name__}): fine-tuning counts its batches per epoch; "
+                "pass a list of batches or a DataLoader over a map-style Dataset"
+            ) from None
+
+
+def _first_batch(name: str, batches: Batches) -> tuple:
+    """The first batch of a loader compress reads before any work (the example input), checked."""
+    _require_reiterable(name, batches)
+    first = next(iter(batches), None)
+    if first is None:
+        raise ConfigError(f"{name} yields no batches: pass at least one (inputs, labels) batch")
+    require_batch(first, name)
+    return first
+
+
 def make_context(
     *,
     train_loader: Batches | None,
@@ -120,7 +148,13 @@ def make_context(
         def eval_fn(m: nn.Module) -> float:
             return evaluate(m, val_loader)
 
-    first = next((next(iter(b), None) for b in (val_loader, calibration_loader) if b is not None), None)
+    if train_loader is not None:
+        _require_reiterable("train_loader", train_loader, needs_len=True)
+    # the first loader only: drawing a batch advances a shuffling loader's generator
+    named = [
+        (n, b) for n, b in (("val_loader", val_loader), ("calibration_loader", calibration_loader)) if b is not None
+    ]
+    first = _first_batch(*named[0]) if named else None
     source = train_loader if train_loader is not None else val_loader
     return StageContext(
         finetune=_finetuner(train_loader, val_loader, train_fn, progress, teacher, on_epoch),
