@@ -138,6 +138,35 @@ def test_a_layer_applied_twice_is_compressed_in_both_places(tmp_path):
         assert np.array_equal(stored.dense, model.b.weight.detach().numpy())
 
 
+class VideoAttention(nn.Module):
+    """A Conv3d over a clip, then attention over its positions: the layers the weight count once missed
+    (it counted Conv1d/2d and Linear only, and refused the package as holding more weights than the model)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 16, 3, padding=1)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x)).flatten(2).transpose(1, 2)
+        return self.fc(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+def test_conv3d_and_attention_input_projection_weights_are_each_checked(tmp_path):
+    torch.manual_seed(0)
+    model, x = VideoAttention().eval(), torch.randn(2, 1, 4, 4, 4)
+    with torch.no_grad():
+        model.conv.weight.copy_(torch.tensor([-0.2, 0.1, 0.3])[torch.randint(0, 3, model.conv.weight.shape)])
+    result = edgeshrink.export(model, tmp_path / "v.mlpackage", format="coreml", verify_data=[x])
+    layers = {row["layer"]: row for row in result.parity["structural"]["layers"]}
+    assert set(layers) == {"conv", "attn.in_proj", "attn.out_proj", "fc"}
+    stored = _stored(result.path)
+    conv, in_proj = stored[layers["conv"]["op"]], stored[layers["attn.in_proj"]["op"]]
+    assert conv.representation == "palette" and np.array_equal(conv.dense, model.conv.weight.detach().numpy())
+    assert np.array_equal(in_proj.dense, model.attn.in_proj_weight.detach().numpy())
+
+
 def test_an_int8_model_is_refused(compressed, tmp_path):
     model, x = compressed
     q, _ = post_training_quantize(model, [(x, None)], 8, PTQSettings(calibration="percentile"))

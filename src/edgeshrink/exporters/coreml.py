@@ -55,6 +55,22 @@ def plan_weight(weight: np.ndarray, value_bytes: int) -> str:
     return "sparse" if sparse else "plain"
 
 
+WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+WEIGHT_MODULES += (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def weight_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every weight the converted program reads with a conv / linear op: each convolution's and Linear's, and
+    a MultiheadAttention's packed input projection (one linear op over the (3E, E) matrix)."""
+    found = {}
+    for name, m in model.named_modules():
+        if isinstance(m, WEIGHT_MODULES):
+            found[name] = m.weight
+        elif isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None:
+            found[f"{name}.in_proj"] = m.in_proj_weight
+    return found
+
+
 def _folded(model: nn.Module) -> nn.Module:
     """The model with each BatchNorm folded into its convolution (torch.fx), or as it is when it does not trace."""
     from torch.fx.experimental.optimization import fuse
@@ -182,11 +198,7 @@ class CoreMLExporter(Exporter):
         precision = resolve_precision(model, options["precision"])
         plain = _folded(baked_copy(model.model if is_half(model) else model).float().eval())
         dtype = np.float16 if precision == "fp16" else np.float32
-        weights = {
-            name: m.weight.detach().numpy().astype(dtype)
-            for name, m in plain.named_modules()
-            if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear | nn.ConvTranspose2d)
-        }
+        weights = {name: w.detach().numpy().astype(dtype) for name, w in weight_tensors(plain).items()}
         mlmodel = _convert(plain, as_input(example[:1]), precision)
         consumers = _consumers(mlmodel, weights)
         plan = {layer: plan_weight(w, dtype().itemsize) for layer, w in weights.items()}
