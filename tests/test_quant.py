@@ -11,6 +11,7 @@ from edgeshrink.quant.calibrate import METHODS, calibrate_range
 from edgeshrink.quant.fakequant import WeightQuant, affine_params, weight_qmax
 from edgeshrink.quant.passes import calibrate, correct_bias
 from edgeshrink.quant.prepare import prepare, weight_quantizers
+from edgeshrink.quant.ptq import post_training_quantize
 from edgeshrink.train import TrainConfig, evaluate, fit
 from edgeshrink.weights import attach_mask, get_mask
 
@@ -166,3 +167,31 @@ def test_activation_quantizers_are_shared_only_across_shape_ops(trained):
     after, before = next(iter(flatten.users)), flatten.args[0]
     assert after.target == before.target  # the same ActQuant module on both sides of the reshape
     assert len(weight_quantizers(model)) == 3
+
+
+class WithOptions(nn.Module):
+    """A forward with options beside the input (`mask=None`, `return_features=False`): torch.fx traced them as
+    values and `if mask is not None` failed, so quantization refused the model."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv1d(2, 8, 3, padding=1), nn.BatchNorm1d(8), nn.Linear(8, 3)
+
+    def forward(self, x, mask=None, return_features: bool = False):
+        if mask is not None:
+            x = x * mask
+        h = torch.relu(self.bn(self.conv(x))).mean(2)
+        return h if return_features else self.fc(h)
+
+
+def test_a_forward_with_default_options_quantizes_with_those_defaults(tmp_path):
+    torch.manual_seed(0)
+    model, x = WithOptions().eval(), torch.randn(64, 2, 16)
+    quantized, plan = post_training_quantize(model, [(x, None)])
+    assert {layer.name for layer in plan.layers if layer.status == "quantized"} == {"conv", "fc"}
+    assert plan.folded_batchnorms == ["bn"]
+    with torch.no_grad():
+        out, ref = quantized(x), model(x)
+    assert out.shape == ref.shape == (64, 3) and (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.95
+    exported = edgeshrink.export(quantized, tmp_path / "m.onnx", x[:1], verify_data=[x])
+    assert exported.parity["top1_agreement"] == 100.0

@@ -25,6 +25,8 @@ layers) stay float and are reported with the reason.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import operator
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -106,20 +108,32 @@ def _bake(model: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor], dict[st
     return baked_copy(model), masks, codebooks
 
 
+def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    """torch.fx's trace with the forward's other arguments fixed at their defaults: the first is the input, and a
+    `mask=None` or `return_features=False` beside it would otherwise be a traced value its `if` cannot test."""
+    params = list(inspect.signature(model.forward).parameters.values())[1:]
+    concrete = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    tracer = fx.Tracer()
+    graph = tracer.trace(model, concrete_args=concrete or None)
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
 def _trace(model: nn.Module) -> tuple[fx.GraphModule, list[str]]:
     """Trace with torch.fx and fold Conv+BatchNorm pairs (evaluation statistics)."""
     from torch.fx.experimental.optimization import fuse
 
-    bn_names = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
+    norms = nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d
+    bn_names = [n for n, m in model.named_modules() if isinstance(m, norms)]
     try:
-        gm = fuse(model.eval(), inplace=False)
+        gm = fuse(_symbolic_trace(copy.deepcopy(model).eval()), inplace=True, no_trace=True)
     except Exception as exc:
         raise UnsupportedLayerError(
             f"quantization traces the model with torch.fx, which failed: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}. Make forward() free of data-dependent control "
-            "flow, or quantize only a traceable submodule"
+            f"{str(exc).splitlines()[0] if str(exc) else ''}. Make forward() free of control flow on tensor "
+            "values or shapes (an if, assert or range over x.shape, x.dim() or .item(): check them outside "
+            "forward), or quantize only a traceable submodule"
         ) from None
-    remaining = {n for n, m in gm.named_modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)}
+    remaining = {n for n, m in gm.named_modules() if isinstance(m, norms)}
     return gm, [n for n in bn_names if n not in remaining]
 
 
