@@ -26,6 +26,7 @@ LAYERS = [
         "mac_count",
         "example_inputs",
         "reparametrizations",
+        "batch_checks",
     },
     {"architecture", "quant", "artifact", "distillation"},
     {"stages", "io"},

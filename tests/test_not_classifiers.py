@@ -9,10 +9,10 @@ from helpers import smallest
 from torch import nn
 
 import edgeshrink
+from edgeshrink.batch_checks import require_class_labels
 from edgeshrink.errors import ConfigError
 from edgeshrink.recipes import load_recipe
 from edgeshrink.tasks.data import TensorLoader
-from edgeshrink.train import require_class_labels
 
 
 def regression_data(n, seed):

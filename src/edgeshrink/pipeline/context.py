@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
+from edgeshrink.batch_checks import require_batch
 from edgeshrink.errors import ConfigError, TrainingDivergedError
 from edgeshrink.stages.base import StageContext
-from edgeshrink.train import Progress, TrainConfig, evaluate, fit, require_batch
+from edgeshrink.train import Progress, TrainConfig, evaluate, fit
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 RETRIES = 3  # halvings of the learning rate after a fine-tune diverges
