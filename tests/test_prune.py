@@ -228,3 +228,23 @@ def test_sensitivity_scheme_without_validation_data_is_a_clear_error():
     cfg = parse_stage({"type": "prune", "method": "sparsity", "scheme": "sensitivity", "finetune": {"epochs": 0}})
     with pytest.raises(ConfigError, match="validation data"):
         apply_stage(Artifact(SmallNet()), cfg, context(train=False))
+
+
+def test_a_layer_the_global_threshold_would_empty_keeps_its_own_largest_weights():
+    """On a small model one layer's weights can all sit below the global threshold (deep-compression refused
+    such models: 'removes every weight of layer'); that layer keeps its own largest share instead."""
+    torch.manual_seed(0)
+    model = SmallNet()
+    with torch.no_grad():
+        model.conv.weight.mul_(1e-3)  # every conv weight below every fc weight
+    cfg = parse_stage(
+        {"type": "prune", "method": "sparsity", "sparsity": 0.9, "scheme": "global", "finetune": {"epochs": 0}}
+    )
+    art = apply_stage(Artifact(model), cfg, context(train=False))
+    conv = art.model.conv
+    weight, mask = conv.weight.detach().abs(), get_mask(conv)
+    assert int(mask.sum()) == round(0.1 * weight.numel())
+    assert weight[mask].min() >= weight[~mask].max()  # its largest, by magnitude
+    assert any("every weight of conv" in n for n in art.records[-1].notes)
+    fc = torch.cat([m.weight.detach().abs().reshape(-1) for m in (art.model.fc1, art.model.fc2)])
+    assert (fc != 0).float().mean() < 0.11  # the others still share the one threshold

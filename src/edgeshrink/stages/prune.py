@@ -141,24 +141,36 @@ def round_amount(amount: float, t: float, schedule: str) -> float:
     return amount * (1.0 - (1.0 - t) ** 3)
 
 
+def _global_masks(weights: dict[str, torch.Tensor], keep: float) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """One magnitude threshold over all layers keeping the `keep` fraction, and the layers it would empty: each
+    of those keeps its own largest `keep` fraction instead (an emptied layer cuts the model's signal; on a
+    small model one layer's weights can all sit below the others')."""
+    flat = torch.cat([w.reshape(-1) for w in weights.values()])
+    keep_all = top_magnitude_mask(flat, round(flat.numel() * keep))
+    out, floored, start = {}, [], 0
+    for name, w in weights.items():
+        out[name] = keep_all[start : start + w.numel()].reshape(w.shape)
+        start += w.numel()
+        if not out[name].any():
+            out[name] = top_magnitude_mask(w, max(1, round(w.numel() * keep)))
+            floored.append(name)
+    return out, floored
+
+
 def _round_masks(
     layers: list[tuple[str, nn.Module]], cfg: PruneConfig, amount: dict[str, float], t: float, std0: dict[str, float]
-) -> dict[str, torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Each layer's keep-mask at progress `t`, and the layers a global threshold would have emptied."""
     weights = {name: module.weight.detach().abs() for name, module in layers}
     if cfg.method == "threshold":
-        return {name: w >= round_amount(amount[name], t, cfg.schedule) * std0[name] for name, w in weights.items()}
+        masks = {name: w >= round_amount(amount[name], t, cfg.schedule) * std0[name] for name, w in weights.items()}
+        return masks, []
     if cfg.scheme == "global":
-        flat = torch.cat([w.reshape(-1) for w in weights.values()])
-        keep_all = top_magnitude_mask(flat, round(flat.numel() * (1 - round_amount(cfg.sparsity, t, cfg.schedule))))
-        out, start = {}, 0
-        for name, w in weights.items():
-            out[name] = keep_all[start : start + w.numel()].reshape(w.shape)
-            start += w.numel()
-        return out
+        return _global_masks(weights, 1 - round_amount(cfg.sparsity, t, cfg.schedule))
     return {
         name: top_magnitude_mask(w, round(w.numel() * (1 - round_amount(amount[name], t, cfg.schedule))))
         for name, w in weights.items()
-    }
+    }, []
 
 
 def _respend_dead(model: nn.Module, layers, masks: dict[str, torch.Tensor], readers: list[Readers]) -> None:
@@ -169,15 +181,19 @@ def _respend_dead(model: nn.Module, layers, masks: dict[str, torch.Tensor], read
 
 
 def _prune_round(
-    model, layers, cfg, amount, std0, i: int, ctx: StageContext, t: float | None = None, readers=()
+    model, layers, cfg, amount, std0, i: int, ctx: StageContext, t: float | None = None, readers=(), notes=None
 ) -> list[dict]:
     """One round: masks for progress `t` of the schedule (default: round i's), weights into unread units
     respent (`readers`, with dead_units = "respend"), the rewind of a lottery ticket, then the round's
-    training."""
+    training. A layer the global threshold would empty is noted in `notes`."""
     backoff = t is not None  # a bisection try: never the final round's longer training
     t = progress(i, cfg.iterations, cfg.schedule) if t is None else t
     with torch.no_grad():
-        masks = _round_masks(layers, cfg, amount, t, std0)
+        masks, floored = _round_masks(layers, cfg, amount, t, std0)
+        for name in floored:
+            note = f"the global threshold would remove every weight of {name}: it keeps its own largest weights"
+            if notes is not None and note not in notes:
+                notes.append(note)
         if readers:
             _respend_dead(model, layers, masks, list(readers))
         for name, module in layers:
@@ -209,7 +225,7 @@ def _back_off(kept, bounds, cfg, amount, std0, ctx: StageContext, reference: flo
         t = (low + high) / 2
         trial = copy.deepcopy(kept)
         layers = select_layers(trial, cfg.scope, "prune")
-        rounds = _prune_round(trial, layers, cfg, amount, std0, step, ctx, t, readers)  # readers name layers
+        rounds = _prune_round(trial, layers, cfg, amount, std0, step, ctx, t, readers, notes)  # readers name layers
         history += [{"backoff": step, **h} for h in rounds]
         accuracy = ctx.accuracy(trial)
         within = reference - accuracy <= cfg.max_accuracy_drop  # type: ignore[operator]
@@ -267,7 +283,7 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
     history: list[dict] = []
     for i in range(1, cfg.iterations + 1):
         before = copy.deepcopy(model) if reference is not None else None
-        history += _prune_round(model, layers, cfg, amount, std0, i, ctx, readers=readers)
+        history += _prune_round(model, layers, cfg, amount, std0, i, ctx, readers=readers, notes=notes)
         if reference is None:
             continue
         accuracy = ctx.accuracy(model)
