@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -104,7 +104,7 @@ def _finetuner(
 def _require_reiterable(name: str, batches: Batches, needs_len: bool = False) -> None:
     """ConfigError for a one-shot iterator (a generator: empty after the first pass) and, for the loader
     fine-tuning runs on, one without a length (the schedule and progress count its batches)."""
-    if iter(batches) is batches:
+    if isinstance(batches, Iterator):  # not iter(batches): a DataLoader's iter() draws from the global RNG
         raise ConfigError(
             f"{name} is a one-shot iterator ({type(batches).__name__}), empty after one pass: pass a list of "
             "(inputs, labels) batches or a torch DataLoader"
