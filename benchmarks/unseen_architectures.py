@@ -57,19 +57,16 @@ def _exports(art, out: Path, x: torch.Tensor, formats: list[str], calibration: t
     return found
 
 
-def run_case(name: str, build, model, init, recipe: str, digits, out: Path, formats: list[str]) -> dict:
-    """One recipe on one trained model: its outcome, budget, reload, profile and exports."""
+def sweep_case(name: str, recipe: str, build, model, init, data: dict, x, calibration, out: Path, formats) -> dict:
+    """One recipe on one trained model, compressed with `data` (loaders, or train_fn/eval_fn/calibration_loader):
+    its outcome, budget, reload into a fresh `build()` compared on inputs `x`, profile and exports."""
     started, step = time.perf_counter(), "compress"
     cfg = smallest_settings(load_recipe(recipe))
     rewind = init if any(getattr(s, "rewind", None) is not None for s in cfg.stages) else None
     try:
-        result = edgeshrink.compress(
-            model, cfg, train_loader=digits.train.loader(64, shuffle=True), val_loader=digits.test.loader(1000),
-            out=out, progress=False, rewind_weights=rewind,
-        )  # fmt: skip
+        result = edgeshrink.compress(model, cfg, out=out, progress=False, rewind_weights=rewind, **data)
         step = "load"
         art = edgeshrink.load(out, model=build())
-        x = digits.test.inputs[:200]
         with torch.no_grad(), requires_grad_off(art.model, result.model):  # as compress checks its file
             same = bool(torch.equal(art.model(x), result.model(x)))
         step = "profile"
@@ -77,13 +74,28 @@ def run_case(name: str, build, model, init, recipe: str, digits, out: Path, form
         step = "export"
         budget = result.report["budget"]
         row = {"outcome": "completed", "budget_met": budget["met"], "baseline": budget["baseline"]}
-        exports = _exports(art, out, x, formats, digits.train.inputs[:256])
+        exports = _exports(art, out, x, formats, calibration)
         row.update(final=budget["final"], reloads_exactly=same, exports=exports)
     except edgeshrink.EdgeshrinkError as exc:
         row = {"outcome": "refused", "step": step, "message": str(exc)}
     except Exception as exc:  # noqa: BLE001 - what the sweep looks for
         row = {"outcome": "crash", "step": step, "error": repr(exc)[:300], "traceback": traceback.format_exc()[-2000:]}
     return {"model": name, "recipe": recipe, "seconds": round(time.perf_counter() - started, 1), **row}
+
+
+def run_case(name: str, build, model, init, recipe: str, digits, out: Path, formats: list[str]) -> dict:
+    """One recipe on one digit model (`sweep_case` with the digits' loaders)."""
+    data = {"train_loader": digits.train.loader(64, shuffle=True), "val_loader": digits.test.loader(1000)}
+    x, calibration = digits.test.inputs[:200], digits.train.inputs[:256]
+    return sweep_case(name, recipe, build, model, init, data, x, calibration, out, formats)
+
+
+def write_results(path: Path, rows: list[dict], formats: list[str]) -> int:
+    """The rows as JSON (with the CPU and torch version) and as a table; exit status 1 when any case crashed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "rows": rows}, indent=1))
+    print(markdown(rows, formats))
+    return 1 if any(r["outcome"] == "crash" for r in rows) else 0
 
 
 def _cell(row: dict, fmt: str) -> str:
@@ -131,10 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             out = runs_dir / f"{name}-{recipe}"
             rows.append(run_case(name, models[name], model, init, recipe, digits, out, formats))
             print(f"[{name}] {recipe}: {rows[-1]['outcome']} ({rows[-1]['seconds']} s)", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "rows": rows}, indent=1))
-    print(markdown(rows, formats))
-    return 1 if any(r["outcome"] == "crash" for r in rows) else 0
+    return write_results(args.out, rows, formats)
 
 
 if __name__ == "__main__":

@@ -15,21 +15,15 @@ traceback from inside edgeshrink or a library: a bug. Run it alone.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-import traceback
 from pathlib import Path
 
 import torch
 
-import edgeshrink
-from edgeshrink.environment import cpu_model
-from edgeshrink.pipeline.verify import requires_grad_off
-from edgeshrink.recipes import list_recipes, load_recipe, smallest_settings
+from edgeshrink.recipes import list_recipes
 
 sys.path.insert(0, str(Path(__file__).parent))
-from unseen_architectures import _exports, markdown  # noqa: E402
+from unseen_architectures import sweep_case, write_results  # noqa: E402
 from unseen_input_models import MODELS, Case, loss, score  # noqa: E402
 
 TRAIN = 768
@@ -67,31 +61,10 @@ def _data_kwargs(case: Case, x: torch.Tensor, y: torch.Tensor) -> dict:
 
 
 def run_case(name: str, case: Case, model, init, recipe: str, data, out: Path, formats: list[str]) -> dict:
-    """One recipe on one trained model: its outcome, budget, reload, profile and exports."""
-    started, step = time.perf_counter(), "compress"
+    """One recipe on one trained model (`unseen_architectures.sweep_case` with the task's data)."""
     x, y = data
-    cfg = smallest_settings(load_recipe(recipe))
-    rewind = init if any(getattr(s, "rewind", None) is not None for s in cfg.stages) else None
-    try:
-        kwargs = _data_kwargs(case, x, y)
-        result = edgeshrink.compress(model, cfg, out=out, progress=False, rewind_weights=rewind, **kwargs)
-        step = "load"
-        art = edgeshrink.load(out, model=case.build())
-        xv = x[TRAIN : TRAIN + 200]
-        with torch.no_grad(), requires_grad_off(art.model, result.model):  # as compress checks its file
-            same = bool(torch.equal(art.model(xv), result.model(xv)))
-        step = "profile"
-        edgeshrink.profile(art, device="cortex-m7")
-        step = "export"
-        budget = result.report["budget"]
-        row = {"outcome": "completed", "budget_met": budget["met"], "baseline": budget["baseline"]}
-        exports = _exports(art, out, xv, formats, x[:256])
-        row.update(final=budget["final"], reloads_exactly=same, exports=exports)
-    except edgeshrink.EdgeshrinkError as exc:
-        row = {"outcome": "refused", "step": step, "message": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - what the sweep looks for
-        row = {"outcome": "crash", "step": step, "error": repr(exc)[:300], "traceback": traceback.format_exc()[-2000:]}
-    return {"model": name, "recipe": recipe, "seconds": round(time.perf_counter() - started, 1), **row}
+    probe = x[TRAIN : TRAIN + 200]
+    return sweep_case(name, recipe, case.build, model, init, _data_kwargs(case, x, y), probe, x[:256], out, formats)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         for recipe in args.recipes.split(","):
             rows.append(run_case(name, case, model, init, recipe, data, args.runs_dir / f"{name}-{recipe}", formats))
             print(f"[{name}] {recipe}: {rows[-1]['outcome']} ({rows[-1]['seconds']} s)", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "rows": rows}, indent=1))
-    print(markdown(rows, formats))
-    return 1 if any(r["outcome"] == "crash" for r in rows) else 0
+    return write_results(args.out, rows, formats)
 
 
 if __name__ == "__main__":

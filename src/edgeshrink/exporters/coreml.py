@@ -55,8 +55,9 @@ def plan_weight(weight: np.ndarray, value_bytes: int) -> str:
     return "sparse" if sparse else "plain"
 
 
-WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-WEIGHT_MODULES += (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+WEIGHT_MODULES = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d
+)  # fmt: skip
 
 
 def weight_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -45,14 +45,14 @@ def _check_model(model: nn.Module) -> None:
             f"compress takes a float32 model; its parameters are {', '.join(dtypes)}: pass model.float() and "
             "float32 inputs (the fp16 recipe makes the float16 model)"
         )
-    if not any(True for _ in model.parameters()):
+    if next(model.parameters(), None) is None:
         raise ConfigError("the model has no parameters: there is nothing to compress")
 
 
 def check_recipe(recipe: Recipe, model: nn.Module, rewind_weights: Mapping[str, torch.Tensor] | None = None) -> None:
     """ConfigError naming the stage and the fix, for a model that is not a float32 nn.Module, a model with
-    masks or codebooks attached, any selector
-    that matches nothing, an order that cannot work, or a rewind without the weights to rewind to."""
+    masks or codebooks attached, any selector that matches nothing, an order that cannot work, or a rewind
+    without the weights to rewind to."""
     _check_model(model)
     if has_parametrizations(model):
         raise ConfigError(

@@ -152,10 +152,9 @@ def make_context(
     if train_loader is not None:
         _require_reiterable("train_loader", train_loader, needs_len=True)
     # the first loader only: drawing a batch advances a shuffling loader's generator
-    named = [
-        (n, b) for n, b in (("val_loader", val_loader), ("calibration_loader", calibration_loader)) if b is not None
-    ]
-    first = _first_batch(*named[0]) if named else None
+    loaders = (("val_loader", val_loader), ("calibration_loader", calibration_loader))
+    named = next(((name, b) for name, b in loaders if b is not None), None)
+    first = None if named is None else _first_batch(*named)
     source = train_loader if train_loader is not None else val_loader
     return StageContext(
         finetune=_finetuner(train_loader, val_loader, train_fn, progress, teacher, on_epoch),

@@ -181,7 +181,7 @@ def _respend_dead(model: nn.Module, layers, masks: dict[str, torch.Tensor], read
 
 
 def _prune_round(
-    model, layers, cfg, amount, std0, i: int, ctx: StageContext, t: float | None = None, readers=(), notes=None
+    model, layers, cfg, amount, std0, i: int, ctx: StageContext, notes: list[str], t: float | None = None, readers=()
 ) -> list[dict]:
     """One round: masks for progress `t` of the schedule (default: round i's), weights into unread units
     respent (`readers`, with dead_units = "respend"), the rewind of a lottery ticket, then the round's
@@ -192,7 +192,7 @@ def _prune_round(
         masks, floored = _round_masks(layers, cfg, amount, t, std0)
         for name in floored:
             note = f"the global threshold would remove every weight of {name}: it keeps its own largest weights"
-            if notes is not None and note not in notes:
+            if note not in notes:
                 notes.append(note)
         if readers:
             _respend_dead(model, layers, masks, list(readers))
@@ -225,7 +225,7 @@ def _back_off(kept, bounds, cfg, amount, std0, ctx: StageContext, reference: flo
         t = (low + high) / 2
         trial = copy.deepcopy(kept)
         layers = select_layers(trial, cfg.scope, "prune")
-        rounds = _prune_round(trial, layers, cfg, amount, std0, step, ctx, t, readers, notes)  # readers name layers
+        rounds = _prune_round(trial, layers, cfg, amount, std0, step, ctx, notes, t, readers)  # readers name layers
         history += [{"backoff": step, **h} for h in rounds]
         accuracy = ctx.accuracy(trial)
         within = reference - accuracy <= cfg.max_accuracy_drop  # type: ignore[operator]
@@ -283,7 +283,7 @@ def prune(artifact: Artifact, cfg: PruneConfig, ctx: StageContext) -> Artifact:
     history: list[dict] = []
     for i in range(1, cfg.iterations + 1):
         before = copy.deepcopy(model) if reference is not None else None
-        history += _prune_round(model, layers, cfg, amount, std0, i, ctx, readers=readers, notes=notes)
+        history += _prune_round(model, layers, cfg, amount, std0, i, ctx, notes, readers=readers)
         if reference is None:
             continue
         accuracy = ctx.accuracy(model)
