@@ -27,6 +27,7 @@ LAYERS = [
         "example_inputs",
         "reparametrizations",
         "batch_checks",
+        "memory_layout",
     },
     {"architecture", "quant", "artifact", "distillation"},
     {"stages", "io"},

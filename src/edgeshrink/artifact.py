@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from edgeshrink.architecture import Arch, InputShape, recorded_shape
-from edgeshrink.errors import ConfigError
+from edgeshrink.batch_checks import require_tensor_output
 
 Precision = Literal["float32", "float16"]
 Kind = Literal["module", "checkpoint", "container", "run-folder"]
@@ -146,10 +146,4 @@ def require_one_output(model: nn.Module, example: torch.Tensor | None) -> None:
             out = model.eval()(example[:1])
     finally:
         model.train(was_training)
-    if isinstance(out, torch.Tensor):
-        return
-    what = f"a {type(out).__name__}" + (f" of {len(out)} outputs" if isinstance(out, tuple | list | dict) else "")
-    raise ConfigError(
-        f"the model returns {what}, not one tensor; edgeshrink compresses, measures and exports models with one "
-        "output: wrap it in a module whose forward returns the tensor to keep (the logits, the embedding)"
-    )
+    require_tensor_output(out)

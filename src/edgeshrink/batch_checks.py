@@ -35,6 +35,7 @@ def require_class_labels(outputs: torch.Tensor, labels: torch.Tensor, where: str
     """ConfigError unless `labels` hold one integer class per output row (per pixel for (N, C, H, W) maps),
     each below the output's class count: top-1 and cross-entropy on regression targets or embeddings would
     give a number that means nothing (a float target of shape (N, 1) broadcasts against (N,) predictions)."""
+    require_tensor_output(outputs, where)
     classes = outputs.shape[1] if outputs.dim() > 1 else 0
     bad = labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool
     if not bad and tuple(labels.shape) == (outputs.shape[0], *outputs.shape[2:]) and classes:
@@ -45,4 +46,18 @@ def require_class_labels(outputs: torch.Tensor, labels: torch.Tensor, where: str
         f"row; got {str(labels.dtype).removeprefix('torch.')} labels of shape {tuple(labels.shape)} for outputs of "
         f"shape {tuple(outputs.shape)}. For a model that is not a classifier (regression, embeddings) pass "
         "eval_fn=<your metric, higher is better> and train_fn=<your training loop> instead of the loaders"
+    )
+
+
+def require_tensor_output(outputs: object, where: str = "") -> None:
+    """ConfigError unless the model returned one tensor: evaluation, parity checks and every exported file read one
+    output, and which element of a (logits, features) tuple or a {"logits": ...} dict to keep is the user's to say."""
+    if isinstance(outputs, torch.Tensor):
+        return
+    sized = isinstance(outputs, tuple | list | dict)
+    what = f"a {type(outputs).__name__}" + (f" of {len(outputs)} outputs" if sized else "")  # type: ignore[arg-type]
+    raise ConfigError(
+        f"{where + ': ' if where else ''}the model returns {what}, not one tensor; edgeshrink compresses, measures "
+        "and exports models with one output: wrap it in a module whose forward returns the tensor to keep (the "
+        "logits, the embedding)"
     )

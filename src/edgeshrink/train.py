@@ -26,6 +26,7 @@ from edgeshrink.augment import is_image_batch, random_shift
 from edgeshrink.batch_checks import require_batch, require_class_labels
 from edgeshrink.config import Config
 from edgeshrink.errors import ConfigError, TrainingDivergedError
+from edgeshrink.memory_layout import LoopLayout, prepare_inputs, runs_channels_last
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -104,28 +105,12 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def uses_conv2d(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
-def channels_last(model: nn.Module) -> bool:
-    """Switch a conv net to channels-last memory (2x faster convolutions on x86 CPUs); returns whether it did."""
-    if not uses_conv2d(model):
-        return False
-    model.to(memory_format=torch.channels_last)
-    return True
-
-
-def _prepare(inputs: torch.Tensor, cl: bool) -> torch.Tensor:
-    return inputs.contiguous(memory_format=torch.channels_last) if cl and inputs.dim() == 4 else inputs
-
-
 @torch.no_grad()
 def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """The model's outputs for every row of `inputs` (eval mode, batched, no gradients)."""
     model.eval()
-    cl = uses_conv2d(model)
-    return torch.cat([model(_prepare(inputs[i : i + batch_size], cl)) for i in range(0, len(inputs), batch_size)])
+    cl = runs_channels_last(model, inputs)
+    return torch.cat([model(prepare_inputs(inputs[i : i + batch_size], cl)) for i in range(0, len(inputs), batch_size)])
 
 
 _TEACHER_LOGITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -168,12 +153,11 @@ def evaluate(model: nn.Module, batches: Batches) -> float:
     """Top-1 accuracy in percent over all batches (model put in eval mode, then restored)."""
     was_training = model.training
     model.eval()
-    cl = uses_conv2d(model)
     correct = total = 0
     for batch in batches:
         require_batch(batch, "evaluate")
         inputs, labels = batch[0], batch[1]
-        outputs = model(_prepare(inputs, cl))
+        outputs = model(prepare_inputs(inputs, runs_channels_last(model, inputs)))
         require_class_labels(outputs, labels, "evaluate")
         correct += int((outputs.argmax(1) == labels).sum())
         total += int(labels.numel())
@@ -209,7 +193,7 @@ def _epoch(
     step: int,
     desc: str,
     progress: Progress,
-    cl: bool,
+    layout: LoopLayout,
     after_step: Callable[[], None] | None,
     shift: int = 0,
 ) -> tuple[float, int]:
@@ -220,7 +204,7 @@ def _epoch(
         for batch in batches:
             require_batch(batch, desc)
             inputs, labels, *targets = batch
-            inputs = _prepare(random_shift(inputs, shift) if shift and is_image_batch(inputs) else inputs, cl)
+            inputs = layout.batch(random_shift(inputs, shift) if shift and is_image_batch(inputs) else inputs)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
             optimizer.zero_grad(set_to_none=True)
@@ -289,8 +273,9 @@ def fit(
     `loss_fn(model, inputs, labels)` replaces cross-entropy; with `cfg.distill` the loss is the
     distillation loss against `teacher` (its logits computed once when the batches are in memory).
     `after_step` runs after every optimizer step, `after_epoch(record)` after every epoch (a search stops
-    an unpromising trial there by raising). Conv nets train in channels-last memory and are handed back in
-    the standard layout (so the trained model computes exactly as a fresh one loaded with the same tensors).
+    an unpromising trial there by raising). Conv nets train in channels-last memory where their forward allows
+    it (memory_layout.py) and are handed back in the standard layout (so the trained model computes exactly as
+    a fresh one loaded with the same tensors).
     """
     progress = progress or Progress()
     if cfg.epochs == 0:
@@ -299,7 +284,6 @@ def fit(
         if teacher is None:
             raise ConfigError(f"{stage}: distill needs a teacher model; none was given")
         teacher.eval()
-        channels_last(teacher)
         if not cfg.shift:  # shifted images need the teacher's logits on what the student sees
             train_batches = _with_teacher_logits(train_batches, teacher, stage, progress)
     shift = _image_shift(train_batches, cfg.shift, stage, progress)
@@ -311,7 +295,7 @@ def fit(
     def lr_at(step: int) -> float:
         return cfg.lr * lr_factor(step, total, warmup, cfg.schedule)
 
-    cl = channels_last(model)
+    layout = LoopLayout(model, teacher if cfg.distill is not None else None)
     history: list[dict] = []
     step = 0
     try:
@@ -319,7 +303,7 @@ def fit(
             started = time.perf_counter()
             desc = f"{stage} epoch {epoch}/{cfg.epochs}"
             loss, step = _epoch(
-                model, train_batches, optimizer, batch_loss, lr_at, step, desc, progress, cl, after_step, shift
+                model, train_batches, optimizer, batch_loss, lr_at, step, desc, progress, layout, after_step, shift
             )
             _require_finite_weights(model, desc, lr_at(step - 1))
             record = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
@@ -331,8 +315,7 @@ def fit(
             if after_epoch is not None:
                 after_epoch(record)
     finally:
-        if cl:
-            model.to(memory_format=torch.contiguous_format)
+        layout.restore()
     model.eval()
     return history
 

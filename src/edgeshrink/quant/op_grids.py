@@ -132,7 +132,18 @@ def passes_through(gm: fx.GraphModule, node: fx.Node) -> bool:
     return is_module(gm, node, PASSTHROUGH_MODULES) or is_function(node, PASSTHROUGH_FUNCTIONS, PASSTHROUGH_METHODS)
 
 
-SHAPE_ARITHMETIC = (operator.mul, operator.add, operator.sub, operator.floordiv, operator.getitem)
+# Python arithmetic fx records on numbers taken from shapes (`(C // heads) ** -0.5`, `H * W`, `N / 2`)
+SHAPE_ARITHMETIC = (
+    operator.mul,
+    operator.add,
+    operator.sub,
+    operator.floordiv,
+    operator.truediv,
+    operator.pow,
+    operator.mod,
+    operator.neg,
+    operator.getitem,
+)
 
 
 def is_shape_value(node: fx.Node) -> bool:
