@@ -67,17 +67,20 @@ def run_case(name: str, case: Case, model, init, recipe: str, data, out: Path, f
     return sweep_case(name, recipe, case.build, model, init, _data_kwargs(case, x, y), probe, x[:256], out, formats)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(
+    argv: list[str] | None = None, models: dict[str, Case] = MODELS, doc: str = __doc__, runs: str = "unseen-inputs"
+) -> int:
+    """The sweep over `models` (unseen_forwards.py passes its own, its docstring and its runs folder)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="JSON results")
-    ap.add_argument("--models", help=f"comma-separated, of {','.join(MODELS)} (default: all)")
+    ap.add_argument("--models", help=f"comma-separated, of {','.join(models)} (default: all)")
     ap.add_argument("--recipes", default=",".join(list_recipes()), help="comma-separated built-in recipes")
     ap.add_argument("--formats", default="onnx,tflite", help="comma-separated: onnx,tflite,tflm,c,pte,ncnn,coreml")
-    ap.add_argument("--runs-dir", type=Path, default=Path("runs/unseen-inputs"))
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs") / runs)
     args = ap.parse_args(argv)
     rows, formats = [], args.formats.split(",")
-    for name in args.models.split(",") if args.models else MODELS:
-        case = MODELS[name]
+    for name in args.models.split(",") if args.models else models:
+        case = models[name]
         torch.manual_seed(0)
         model = case.build()
         init = {k: v.clone() for k, v in model.state_dict().items()}

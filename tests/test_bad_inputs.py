@@ -60,3 +60,48 @@ def test_a_dataloader_and_int32_labels_train_and_evaluate(tmp_path):
     )  # fmt: skip
     assert result.report["container"]["accuracy"] == pytest.approx(evaluate(result.model, [(xv, yv)]))
     assert result.report["stages"][0]["history"][0]["epoch"] == 1
+
+
+class TiedNet(nn.Module):
+    """An input projection and an output layer that are one tensor (weight tying)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.out, self.head = nn.Linear(64, 64, bias=False), nn.Linear(64, 64, bias=False), nn.Linear(64, 3)
+        self.out.weight = self.inp.weight
+
+    def forward(self, x):
+        return self.head(torch.relu(self.out(torch.relu(self.inp(x.flatten(1))))))
+
+
+@pytest.mark.parametrize("recipe", ["int8", "deep-compression"])
+def test_tied_weights_are_refused_by_stages_that_give_each_layer_its_own_grid(recipe, tmp_path):
+    train, val = loaders()
+    with pytest.raises(ConfigError, match=r"inp.weight and out.weight are one tensor \(weight tying\).*untie") as err:
+        edgeshrink.compress(TiedNet(), recipe, train_loader=train, val_loader=val, out=tmp_path, progress=False)
+    assert "\n" not in str(err.value) and not any(tmp_path.iterdir())
+
+
+def test_tied_weights_compress_in_float16_and_keep_the_tie(tmp_path):
+    train, val = loaders()
+    model = TiedNet()
+    result = edgeshrink.compress(model, "fp16", train_loader=train, val_loader=val, out=tmp_path, progress=False)
+    assert result.model.model.out.weight is result.model.model.inp.weight
+    loaded = edgeshrink.load(tmp_path, model=TiedNet())
+    x = blobs(8)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), model(x), rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(loaded.model(x), result.model(x), rtol=0, atol=0)
+
+
+def test_a_container_that_fails_its_own_check_is_not_left_behind(tmp_path, monkeypatch):
+    import edgeshrink.pipeline.run as run
+
+    def fails(*args, **kwargs):
+        raise edgeshrink.EdgeshrinkError("the rebuilt model does not compute what the saved model computed")
+
+    monkeypatch.setattr(run, "check_written", fails)
+    train, val = loaders()
+    with pytest.raises(edgeshrink.EdgeshrinkError, match="does not compute"):
+        edgeshrink.compress(SmallNet(), ONE_EPOCH, train_loader=train, val_loader=val, out=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())

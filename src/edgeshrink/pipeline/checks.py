@@ -15,6 +15,8 @@ from edgeshrink.weights import has_parametrizations
 # Stages that need a plain float model, and the stages after which that no longer holds.
 _NEEDS_PLAIN = {"channels": {"prune", "share", "quantize", "half"}}
 _ONCE = ("quantize", "half")
+# Stages giving each layer's weight its own mask, codebook or integer grid: one tensor two layers share holds one.
+_PER_LAYER_WEIGHTS = ("prune", "share", "quantize")
 
 
 def _check_rewind(recipe: Recipe, rewind_weights: Mapping[str, torch.Tensor] | None) -> None:
@@ -49,6 +51,27 @@ def _check_model(model: nn.Module) -> None:
         raise ConfigError("the model has no parameters: there is nothing to compress")
 
 
+def tied_weights(model: nn.Module) -> list[list[str]]:
+    """Groups of parameter names that are one tensor (weight tying: a classifier reusing an embedding's matrix)."""
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return [group for group in names.values() if len(group) > 1]
+
+
+def _check_tied(recipe: Recipe, model: nn.Module) -> None:
+    tied = tied_weights(model)
+    stages = [f"{i} ({cfg.type})" for i, cfg in enumerate(recipe.stages, 1) if cfg.type in _PER_LAYER_WEIGHTS]
+    if tied and stages:
+        first, *others = tied[0]
+        raise ConfigError(
+            f"{' and '.join(tied[0])} are one tensor (weight tying); recipe {recipe.name!r}, stage {stages[0]} gives "
+            "each layer's weight its own mask, codebook or integer grid, which one shared tensor cannot hold: untie "
+            f"them before compressing (set {others[0]} to nn.Parameter of a clone of {first}), or use a recipe "
+            "without prune, share or quantize stages (fp16, channels)"
+        )
+
+
 def check_recipe(recipe: Recipe, model: nn.Module, rewind_weights: Mapping[str, torch.Tensor] | None = None) -> None:
     """ConfigError naming the stage and the fix, for a model that is not a float32 nn.Module, a model with
     masks or codebooks attached, any selector that matches nothing, an order that cannot work, or a rewind
@@ -60,6 +83,7 @@ def check_recipe(recipe: Recipe, model: nn.Module, rewind_weights: Mapping[str, 
             "to continue from a container, load it and compress its plain copy"
         )
     _check_rewind(recipe, rewind_weights)
+    _check_tied(recipe, model)
     seen: list[str] = []
     for i, cfg in enumerate(recipe.stages, 1):
         where = f"recipe {recipe.name!r}, stage {i} ({cfg.type})"

@@ -97,7 +97,11 @@ def _write_run(
     """Save the container, prove it decodes to what was evaluated (`model` carries the first `edits` channel edits
     already), and write report.json and layers.md."""
     packed = save(artifact, out_dir / CONTAINER_NAME, recipe.encode)
-    loaded = check_written(packed.path, artifact, copy.deepcopy(model).eval(), edits, batch)
+    try:
+        loaded = check_written(packed.path, artifact, copy.deepcopy(model).eval(), edits, batch)
+    except BaseException:
+        packed.path.unlink(missing_ok=True)  # a file that does not decode to what was evaluated is not left behind
+        raise
     weight_names = [f"{n}.weight" for n, _ in select_layers(artifact.model, None, "report")]
     fixed = _fixed_width_twin(artifact, packed)
     report = run_report(recipe, artifact, log, packed, fixed, weight_names, ctx.accuracy(loaded.model))
