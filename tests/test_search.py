@@ -181,7 +181,8 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial(tmp_path):
     dead = study.trials[killed[0].number]
     assert dead.state == TrialState.FAIL and dead.user_attrs["failure"] == "its worker process died"
     retry = [t for t in study.trials if t.user_attrs.get("retry_of") == dead.number]
-    assert len(retry) == 1 and retry[0].params == dead.params and retry[0].state == TrialState.COMPLETE
+    assert len(retry) == 1 and retry[0].params == dead.params, [t.user_attrs for t in retry]
+    assert retry[0].state == TrialState.COMPLETE, retry[0].user_attrs
     assert result.summary["finished"] == 3  # the study went on to the asked number of finished trials
 
 
