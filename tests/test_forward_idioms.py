@@ -122,3 +122,16 @@ def test_a_model_returning_a_tuple_is_refused_by_the_loops_in_one_line(call):
     with pytest.raises(edgeshrink.EdgeshrinkError, match="returns a tuple of 2 outputs, not one tensor") as err:
         fit(model, train, TrainConfig(epochs=1)) if call == "fit" else evaluate(model, val)
     assert "\n" not in str(err.value)
+
+
+def test_distillation_hands_the_student_and_the_teacher_back_in_the_standard_layout():
+    from edgeshrink.train import DistillConfig
+
+    train, _ = _loaders(3)
+    teacher, student = FlattenCall(3).eval(), FlattenCall(3)
+    cfg = TrainConfig(epochs=1, lr=1e-3, shift=1, distill=DistillConfig())  # shifted images: the teacher runs per batch
+    fit(student, train, cfg, teacher=teacher)
+    for model in (teacher, student):
+        assert model.conv.weight.is_contiguous() and not model.conv.weight.is_contiguous(
+            memory_format=torch.channels_last
+        )
