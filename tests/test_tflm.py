@@ -280,3 +280,21 @@ def test_a_model_tflm_has_no_kernels_for_is_refused_in_one_line_naming_the_op_an
     message = str(refused.value)
     assert "TFLite Micro cannot run this model" in message and "GELU" in message and "--format tflite" in message
     assert "\n" not in message and not (tmp_path / "m.tflite").exists()
+
+
+class Gates(nn.Module):
+    """A sigmoid gate and a tanh gate, each feeding a layer: TFLM's int8 LOGISTIC and TANH write fixed grids."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(20, 16), nn.Linear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.c(torch.tanh(self.b(torch.sigmoid(self.a(x) - 2.0))))
+
+
+def test_sigmoid_and_tanh_outputs_are_on_the_grids_tflm_kernels_write(tmp_path):
+    torch.manual_seed(0)
+    model, x = Gates().eval(), torch.randn(64, 20)  # sigmoid outputs mostly in (0, 0.4): a calibrated grid is finer
+    exported = edgeshrink.export(model, tmp_path / "m.tflite", format="tflm", verify_data=[x], calibration=[x])
+    assert exported.parity["max_diff_steps"] <= 1.0 + 1e-3  # TFLM against the int8 PyTorch model, to the step

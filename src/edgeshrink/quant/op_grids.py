@@ -59,12 +59,24 @@ LAYOUT_METHODS = ("view", "view_as", "reshape", "flatten", "permute", "transpose
 LAYOUT_FUNCTIONS = (torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze)
 
 
+# TFLite Micro's int8 LOGISTIC and TANH kernels write their outputs on fixed grids whatever the file says (sigmoid:
+# 1/256 steps from zero point -128; tanh: 1/128 steps around 0; only the zero point is checked), where LiteRT
+# builds a table for the file's grid: a calibrated sigmoid grid put TFLM 19 output steps off PyTorch.
+SIGMOID_RANGE, TANH_RANGE = (0.0, 255 / 256), (-1.0, 127 / 128)
+FIXED_RANGES = (
+    (SOFTMAX_MODULES, SOFTMAX_FUNCTIONS, SOFTMAX_METHODS, SOFTMAX_RANGE),
+    ((nn.Sigmoid,), (torch.sigmoid, F.sigmoid), ("sigmoid",), SIGMOID_RANGE),
+    ((nn.Tanh,), (torch.tanh, F.tanh), ("tanh",), TANH_RANGE),
+)
+
+
 def fixed_range(gm: fx.GraphModule, node: fx.Node) -> tuple[float, float] | None:
-    """The range a quantizer after `node` must have whatever calibration sees (a softmax's output, through
-    reshapes), or None."""
+    """The range a quantizer after `node` must have whatever calibration sees (a softmax's, sigmoid's or tanh's
+    output, through reshapes), or None."""
     for _ in range(8):
-        if is_module(gm, node, SOFTMAX_MODULES) or is_function(node, SOFTMAX_FUNCTIONS, SOFTMAX_METHODS):
-            return SOFTMAX_RANGE
+        for modules, functions, methods, grid in FIXED_RANGES:
+            if is_module(gm, node, modules) or is_function(node, functions, methods):
+                return grid
         if not is_function(node, LAYOUT_FUNCTIONS, LAYOUT_METHODS) or not isinstance(node.args[0], fx.Node):
             return None
         node = node.args[0]

@@ -13,8 +13,9 @@ activation quantizers (`ActQuant`) are inserted:
   so the product is a QLinearMul instead of a float Mul between DequantizeLinear and QuantizeLinear
   (ONNX Runtime has no integer hardswish; what `quantize_static` does too);
 - after windowed average pools, sharing their input's quantizer (what LiteRT's AVERAGE_POOL_2D needs);
-- a softmax's output, where it is quantized, on the fixed grid [0, 1) in 1/256 steps (what LiteRT's int8
-  SOFTMAX requires; op_grids.fixed_range);
+- a softmax's or sigmoid's output, where it is quantized, on the fixed grid [0, 1) in 1/256 steps, a tanh's on
+  [-1, 1) in 1/128 steps (what LiteRT's int8 SOFTMAX requires and TFLite Micro's LOGISTIC and TANH write;
+  op_grids.fixed_range);
 - after shape-only ops (max pool, flatten, reshape, dropout, and slices with `slices_keep_grid`) of a
   quantized tensor, sharing the input's quantizer: the values are already on that grid, and the runtime
   needs a Q/DQ pair there to keep the next kernel in integers.
