@@ -135,3 +135,40 @@ def test_distillation_hands_the_student_and_the_teacher_back_in_the_standard_lay
         assert model.conv.weight.is_contiguous() and not model.conv.weight.is_contiguous(
             memory_format=torch.channels_last
         )
+
+
+class ByteImages(nn.Module):
+    """uint8 images in, scaled inside the model: what a camera pipeline hands over."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x.float() / 255.0)).flatten(1))
+
+
+def _byte_loaders():
+    (x, y), (xv, yv) = _data(1), _data(1, 96, seed=1)
+    to_bytes = lambda t: ((t + 3).clamp(0, 6) / 6 * 255).to(torch.uint8)  # noqa: E731
+    return TensorLoader(to_bytes(x), y, 32, shuffle=True), TensorLoader(to_bytes(xv), yv, 96)
+
+
+def test_a_model_taking_uint8_images_quantizes_and_its_onnx_file_takes_uint8(tmp_path):
+    torch.manual_seed(0)
+    train, val = _byte_loaders()
+    model = ByteImages()
+    fit(model, train, TrainConfig(epochs=3, optimizer="adam", lr=3e-3))
+    result = edgeshrink.compress(
+        model.eval(), smallest(load_recipe("int8")), train_loader=train, val_loader=val, out=tmp_path / "run",
+        progress=False,
+    )  # fmt: skip
+    exported = edgeshrink.export(result, tmp_path / "model.onnx", verify_data=[val.inputs])
+    assert exported.parity["examples"] == len(val.inputs) and exported.parity["top1_agreement"] >= 99.0
+
+
+def test_float16_of_a_forward_that_makes_float32_is_refused_in_one_line(tmp_path):
+    train, val = _byte_loaders()
+    with pytest.raises(edgeshrink.EdgeshrinkError, match="does not run in float16.*x.to") as err:
+        edgeshrink.compress(ByteImages().eval(), "fp16", train_loader=train, val_loader=val, out=tmp_path)
+    assert "\n" not in str(err.value) and not any(tmp_path.iterdir())

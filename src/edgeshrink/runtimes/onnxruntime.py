@@ -100,7 +100,15 @@ def share_thread_pool(threads: int) -> None:
     _shared_pool_threads = threads
 
 
-ONNX_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+ONNX_INPUT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,  # raw image bytes, scaled inside the model
+    "tensor(bool)": np.bool_,
+}
 
 
 def feed(session, inputs: np.ndarray) -> dict[str, np.ndarray]:
