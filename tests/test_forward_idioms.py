@@ -62,6 +62,15 @@ def _loaders(channels: int):
     return TensorLoader(x, y, 32, shuffle=True), TensorLoader(xv, yv, 96)
 
 
+def _trained_then_int8(model: nn.Module, train, val, epochs: int, tmp_path):
+    """`model` trained `epochs` passes (Adam), then the int8 recipe at its smallest settings into tmp_path/run."""
+    fit(model, train, TrainConfig(epochs=epochs, optimizer="adam", lr=3e-3))
+    return edgeshrink.compress(
+        model.eval(), smallest(load_recipe("int8")), train_loader=train, val_loader=val, out=tmp_path / "run",
+        progress=False,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_a_view_after_a_convolution_trains_evaluates_and_compresses(channels, tmp_path):
     torch.manual_seed(0)
@@ -95,11 +104,7 @@ def test_attention_scaled_by_a_number_from_the_shape_quantizes_and_exports(tmp_p
     torch.manual_seed(0)
     train, val = _loaders(3)
     model = VitAttention()
-    fit(model, train, TrainConfig(epochs=6, optimizer="adam", lr=3e-3))
-    result = edgeshrink.compress(
-        model.eval(), smallest(load_recipe("int8")), train_loader=train, val_loader=val, out=tmp_path / "run",
-        progress=False,
-    )  # fmt: skip
+    result = _trained_then_int8(model, train, val, 6, tmp_path)
     plan = {row["name"]: row["status"] for row in result.report["stages"][0]["layers"]}
     assert plan["qkv"] == plan["proj"] == "quantized"
     with torch.no_grad():  # the fake-quantized model follows the float one (what int8 is for)
@@ -157,12 +162,7 @@ def _byte_loaders():
 def test_a_model_taking_uint8_images_quantizes_and_its_onnx_file_takes_uint8(tmp_path):
     torch.manual_seed(0)
     train, val = _byte_loaders()
-    model = ByteImages()
-    fit(model, train, TrainConfig(epochs=3, optimizer="adam", lr=3e-3))
-    result = edgeshrink.compress(
-        model.eval(), smallest(load_recipe("int8")), train_loader=train, val_loader=val, out=tmp_path / "run",
-        progress=False,
-    )  # fmt: skip
+    result = _trained_then_int8(ByteImages(), train, val, 3, tmp_path)
     exported = edgeshrink.export(result, tmp_path / "model.onnx", verify_data=[val.inputs])
     assert exported.parity["examples"] == len(val.inputs) and exported.parity["top1_agreement"] >= 99.0
 

@@ -60,9 +60,9 @@ def tied_weights(model: nn.Module) -> list[list[str]]:
 
 
 def _check_tied(recipe: Recipe, model: nn.Module) -> None:
-    tied = tied_weights(model)
     stages = [f"{i} ({cfg.type})" for i, cfg in enumerate(recipe.stages, 1) if cfg.type in _PER_LAYER_WEIGHTS]
-    if tied and stages:
+    tied = tied_weights(model) if stages else []
+    if tied:
         first, *others = tied[0]
         raise ConfigError(
             f"{' and '.join(tied[0])} are one tensor (weight tying); recipe {recipe.name!r}, stage {stages[0]} gives "

@@ -40,8 +40,9 @@ def half(artifact: Artifact, cfg: HalfConfig, ctx: StageContext) -> Artifact:
 
 
 def _require_runs_in_half(wrapped: HalfPrecision, example: torch.Tensor | None) -> None:
-    """ConfigError, before any measuring, when the float16 model cannot run: a forward that makes float32 tensors
-    of its own (`x.float() / 255` on uint8 images) meets float16 weights and fails deep inside evaluation."""
+    """ConfigError, before any measuring, when the float16 model cannot run on the example input (the usual cause:
+    a forward that makes float32 tensors of its own, `x.float() / 255` on uint8 images, meets float16 weights),
+    instead of a failure deep inside evaluation."""
     if example is None:
         return
     try:
@@ -50,7 +51,7 @@ def _require_runs_in_half(wrapped: HalfPrecision, example: torch.Tensor | None) 
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"half: the model does not run in float16 ({first}): its forward makes float32 tensors of its own "
-            "(x.float(), or torch.zeros / torch.tensor without a dtype); make them in a weight's dtype "
-            "(x.to(self.conv.weight.dtype)), or use an int8 recipe"
+            f"half: the model does not run in float16 ({first}); where its forward makes float32 tensors of its own "
+            "(x.float(), or torch.zeros / torch.tensor without a dtype), make them in a weight's dtype "
+            "(x.to(self.conv.weight.dtype)); or use an int8 recipe"
         ) from None
